@@ -1,0 +1,1 @@
+//! Forwarding a request to an upstream instance and its response back.
