@@ -10,9 +10,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use crate::cache::CachedResponse;
-use crate::checkpoint::Registry;
 use crate::config::{CacheScope, RedisConfig};
 use crate::position::PositionVector;
+
+/// Where checkpoints read from Redis go (the gateway's checkpoint registry), and what
+/// this gateway knows, to republish to a Redis that came back empty.
+pub trait CheckpointSink: Send + Sync + 'static {
+    /// Applies a checkpoint learned from Redis. `instance` `None`: every instance.
+    /// Unknown projections or instances are ignored.
+    fn apply(&self, projection: &str, instance: Option<&str>, checkpoint: &PositionVector);
+    /// Every checkpoint known locally, as (projection, instance, checkpoint).
+    fn snapshot(&self) -> Vec<(String, String, PositionVector)>;
+}
 
 #[derive(Debug)]
 pub struct RedisStore {
@@ -22,13 +31,13 @@ pub struct RedisStore {
 impl RedisStore {
     /// Starts the store: connections are made in the background (a Redis that is down
     /// at start-up leaves the gateway degraded, not dead), and a sync task feeds
-    /// `registry` from Redis until `shutdown`.
+    /// `sink` from Redis until `shutdown`.
     pub fn start(
         config: &RedisConfig,
-        registry: Arc<Registry>,
+        sink: Arc<dyn CheckpointSink>,
         shutdown: CancellationToken,
     ) -> RedisStore {
-        let _ = (config, registry, shutdown);
+        let _ = (config, sink, shutdown);
         todo!("redis helper")
     }
 
@@ -44,6 +53,7 @@ impl RedisStore {
         todo!("redis helper")
     }
 
+    /// The cached entry for `key` visible to session `sid` (its own, else a global one).
     pub async fn cache_get(
         &self,
         key: &str,
