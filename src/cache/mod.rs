@@ -27,7 +27,7 @@ pub struct CachedResponse {
 #[derive(Debug)]
 pub enum Cache {
     Memory(memory::MemoryCache),
-    Redis(crate::store::redis::RedisStore),
+    Redis(std::sync::Arc<crate::store::redis::RedisStore>),
 }
 
 impl Cache {

@@ -182,3 +182,38 @@ impl Future for Waiter {
         todo!("checkpoint helper")
     }
 }
+
+/// Feeds checkpoints read from Redis into the registry (the `redis` source).
+#[derive(Debug)]
+pub struct RegistrySink(pub Arc<Registry>);
+
+impl crate::store::redis::CheckpointSink for RegistrySink {
+    fn apply(&self, projection: &str, instance: Option<&str>, checkpoint: &PositionVector) {
+        let Some(p) = self.0.get(projection) else {
+            return;
+        };
+        let index = match instance {
+            None => None,
+            Some(name) => match p.instance_index(name) {
+                Some(i) => Some(i),
+                None => return,
+            },
+        };
+        let applied = p.apply(index, checkpoint, SourceKind::Redis, Instant::now());
+        if applied.advanced {
+            metrics::counter!("tidemark_checkpoint_updates_total", "projection" => projection.to_string(), "source" => "redis").increment(1);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(String, String, PositionVector)> {
+        let mut out = Vec::new();
+        for p in self.0.projections() {
+            for (name, cp) in p.instances().iter().zip(p.checkpoints()) {
+                if !cp.is_empty() {
+                    out.push((p.name().to_string(), name.clone(), cp));
+                }
+            }
+        }
+        out
+    }
+}

@@ -51,3 +51,4 @@ impl Backend {
         todo!("demo helper")
     }
 }
+pub mod walkthrough;

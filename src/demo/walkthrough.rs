@@ -1,0 +1,199 @@
+//! The `tidemark demo` walkthrough: starts the example backend and a gateway on the
+//! embedded store in front of it, then shows a write, a stale direct read, and a
+//! fresh read through the gateway, and prints curl commands to try.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::RngCore;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BackendOptions, PushTarget};
+use crate::config::{Config, KeyMaterial};
+use crate::Listeners;
+
+/// The config the demo runs (upstream URLs and listeners are overridden at run time).
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+
+/// `tidemark demo` options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub lag: Duration,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Exit after the walkthrough.
+    pub once: bool,
+}
+
+type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds the demo's gateway config for a running backend.
+pub fn demo_config(
+    backend: &Backend,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> Result<Config, DemoError> {
+    let env = vec![
+        ("TIDEMARK__SERVER__LISTEN".to_string(), listen.to_string()),
+        (
+            "TIDEMARK__SERVER__ADMIN_LISTEN".to_string(),
+            admin_listen.to_string(),
+        ),
+        (
+            "TIDEMARK__UPSTREAMS__USER-COMMANDS__URL".to_string(),
+            format!("http://{}", backend.command_addr),
+        ),
+        (
+            "TIDEMARK__UPSTREAMS__USER-VIEW__INSTANCES__R0".to_string(),
+            format!("http://{}", backend.read_addrs[0]),
+        ),
+    ];
+    let mut config = Config::from_toml(DEMO_TOML, Some("config/demo.toml".into()), &env)?;
+    if std::env::var_os("TIDEMARK_SECRET").is_none() {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        config.token.signing.material = KeyMaterial::Inline(secret.to_vec());
+    }
+    Ok(config)
+}
+
+/// Runs the demo until `shutdown` (or, with `once`, until the walkthrough ends).
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let listeners_probe = tokio::net::TcpListener::bind(opts.admin_listen).await?;
+    let admin_addr = listeners_probe.local_addr()?;
+    let backend = Backend::start(
+        BackendOptions {
+            lag: opts.lag,
+            push: Some(PushTarget {
+                admin_url: format!("http://{admin_addr}"),
+                projection: "user-view".into(),
+                admin_token: None,
+            }),
+            checkpoint_header: true,
+            read_instances: 1,
+        },
+        shutdown.child_token(),
+    )
+    .await?;
+    let config = demo_config(&backend, opts.listen, admin_addr)?;
+    let proxy = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let listeners = Listeners {
+        proxy,
+        admin: listeners_probe,
+    };
+    let gateway_addr = listeners.proxy_addr()?;
+    let gateway_shutdown = shutdown.child_token();
+    let gateway = tokio::spawn(crate::serve(config, listeners, gateway_shutdown.clone()));
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    println!("tidemark demo: projection lag {:?}", opts.lag);
+    println!("  gateway        http://{gateway_addr}   (admin http://{admin_addr})");
+    println!("  command svc    http://{}", backend.command_addr);
+    println!("  read svc       http://{}\n", backend.read_addrs[0]);
+
+    let id = rand::random::<u32>() % 100_000;
+    let body = format!("{{\"name\":\"Ada\",\"plan\":\"pro\"}}");
+    println!("1. Write through the gateway:  PUT /users/{id} {body}");
+    let (status, headers, text) = call(
+        &client,
+        Method::PUT,
+        &format!("http://{gateway_addr}/users/{id}"),
+        None,
+        Some(body),
+    )
+    .await?;
+    let token = headers
+        .get("consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    println!("   -> {status} {text}");
+    println!(
+        "   -> Consistency-Token: {}...\n",
+        &token[..token.len().min(40)]
+    );
+
+    println!("2. Read straight from the read service (no gateway):");
+    let (status, _, text) = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/users/{id}", backend.read_addrs[0]),
+        None,
+        None,
+    )
+    .await?;
+    println!("   -> {status} {text}   <- stale: the projection has not caught up\n");
+
+    println!("3. Read through the gateway with the token:");
+    let started = Instant::now();
+    let (status, headers, text) = call(
+        &client,
+        Method::GET,
+        &format!("http://{gateway_addr}/users/{id}"),
+        Some(&token),
+        None,
+    )
+    .await?;
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    println!("   -> {status} {text}");
+    println!(
+        "   -> Consistency-Source: {}, Server-Timing: {} (answered after {:?})\n",
+        header("consistency-source"),
+        header("server-timing"),
+        started.elapsed()
+    );
+
+    println!("Try it yourself:");
+    println!("  TOKEN=$(curl -si -X PUT http://{gateway_addr}/users/7 -d '{{\"name\":\"Grace\"}}' | awk -F': ' 'tolower($1)==\"consistency-token\" {{print $2}}' | tr -d '\\r')");
+    println!(
+        "  curl -s http://{}/users/7                     # read service: stale for {:?}",
+        backend.read_addrs[0], opts.lag
+    );
+    println!("  curl -si http://{gateway_addr}/users/7 -H \"Consistency-Token: $TOKEN\"   # gateway: fresh");
+    println!("  curl -s http://{admin_addr}/projections        # checkpoints and held reads");
+
+    if !opts.once {
+        println!("\nServing until Ctrl-C.");
+        shutdown.cancelled().await;
+    }
+    gateway_shutdown.cancel();
+    shutdown.cancel();
+    gateway.await??;
+    Ok(())
+}
+
+async fn call(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Result<(http::StatusCode, http::HeaderMap, String), DemoError> {
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.header("consistency-token", t);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = client.request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}

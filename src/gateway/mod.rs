@@ -1,0 +1,257 @@
+//! Request handling: route match, token verification, then the write, read or
+//! passthrough path. Built once from a validated config; shared by every connection.
+
+mod passthrough;
+mod read;
+mod write;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::cache::Cache;
+use crate::checkpoint::Registry;
+use crate::config::{Config, OnInvalid, RouteKind};
+use crate::error::GatewayError;
+use crate::position::PositionVector;
+use crate::proxy::forward::Upstream;
+use crate::proxy::{headers, Body};
+use crate::route::{RouteMatch, RouteTable};
+use crate::store::redis::RedisStore;
+use crate::token::{self, Claims, KeyRing, TokenError};
+
+/// Everything a request needs, built once at start-up.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub keys: KeyRing,
+    pub registry: Arc<Registry>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub cache: Cache,
+    pub store: Option<Arc<RedisStore>>,
+    /// Logs a token may carry: those of the projections and the routes' default logs.
+    /// Keeps tokens bounded whatever an upstream reports.
+    known_logs: BTreeSet<String>,
+    /// Headers only an upstream may send, removed from client requests.
+    upstream_only: Vec<HeaderName>,
+    /// Headers removed from upstream responses before the client sees them.
+    internal_response: Vec<HeaderName>,
+}
+
+/// Why the gateway could not be built (beyond config validation).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Keys(#[from] crate::token::KeyError),
+    #[error("route table: {0:?}")]
+    Routes(Vec<crate::route::RouteError>),
+}
+
+impl Gateway {
+    /// Builds the gateway's state. `cache` and `store` are chosen by the caller from
+    /// `config.store`.
+    pub fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        cache: Cache,
+        store: Option<Arc<RedisStore>>,
+    ) -> Result<Gateway, BuildError> {
+        let keys = KeyRing::from_config(&config.token)?;
+        let routes = RouteTable::new(&config.routes).map_err(BuildError::Routes)?;
+        let upstreams = config
+            .upstreams
+            .values()
+            .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
+            .collect();
+        let mut known_logs: BTreeSet<String> = config
+            .projections
+            .values()
+            .flat_map(|p| p.logs.iter().cloned())
+            .collect();
+        known_logs.extend(config.routes.iter().filter_map(|r| r.default_log.clone()));
+        let h = &config.headers;
+        let upstream_only = vec![
+            h.write_position.clone(),
+            h.checkpoint.clone(),
+            h.min_position.clone(),
+        ];
+        let internal_response = vec![h.write_position.clone(), h.checkpoint.clone()];
+        Ok(Gateway {
+            config,
+            routes,
+            keys,
+            registry,
+            upstreams,
+            cache,
+            store,
+            known_logs,
+            upstream_only,
+            internal_response,
+        })
+    }
+
+    /// Serves one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        self.handle_request(req.map(crate::proxy::boxed), peer)
+            .await
+    }
+
+    /// Serves one request whatever its body type (tests drive this directly, e.g.
+    /// under paused time).
+    pub async fn handle_request(
+        self: Arc<Self>,
+        req: Request<Body>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        match self.dispatch(parts, body, peer).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, status = e.status().as_u16(), "answered with an error");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        parts: Parts,
+        body: Body,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Some(RouteMatch { route, params }) = self.routes.find(&parts.method, parts.uri.path())
+        else {
+            metrics::counter!("tidemark_requests_total", "route" => "", "kind" => "none", "source" => "", "status" => "4xx").increment(1);
+            return Err(GatewayError::NoRoute {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+                allowed: self.routes.methods_for(parts.uri.path()),
+            });
+        };
+        let ctx = RequestCtx {
+            route: &route.config,
+            params: &params,
+            peer,
+            cache_key: route.cache_key.as_ref(),
+        };
+        match &route.config.kind {
+            RouteKind::Passthrough => self.passthrough(ctx, parts, body).await,
+            RouteKind::Write => self.write(ctx, parts, body).await,
+            RouteKind::Read(read) => self.read(ctx, read, parts, body).await,
+        }
+    }
+
+    /// The client's token: `None` when absent or expired (and, with `on_invalid =
+    /// "ignore"`, when invalid).
+    fn client_token(&self, headers: &HeaderMap) -> Result<Option<Claims>, GatewayError> {
+        let cookie = self.config.token.cookie.as_ref().map(|c| c.name.as_str());
+        let Some(raw) = token::extract(headers, &self.config.headers.token, cookie) else {
+            return Ok(None);
+        };
+        match self.keys.verify(raw, SystemTime::now()) {
+            Ok(claims) => Ok(Some(claims)),
+            Err(e) => {
+                metrics::counter!("tidemark_tokens_rejected_total", "reason" => e.reason())
+                    .increment(1);
+                match (e, self.config.token.on_invalid) {
+                    (TokenError::Expired, _) | (_, OnInvalid::Ignore) => Ok(None),
+                    (e, OnInvalid::Reject) => Err(GatewayError::BadToken(e)),
+                }
+            }
+        }
+    }
+
+    /// Mints a token for `sid` at `pos` and puts it on the response (header, and the
+    /// cookie when configured).
+    fn attach_token(&self, headers: &mut HeaderMap, sid: &str, pos: &PositionVector) {
+        let minted = self.keys.mint(sid, pos, SystemTime::now());
+        metrics::counter!("tidemark_tokens_minted_total").increment(1);
+        match HeaderValue::from_str(&minted) {
+            Ok(v) => {
+                headers.insert(self.config.headers.token.clone(), v);
+            }
+            Err(_) => {
+                tracing::error!("minted token is not a valid header value");
+                return;
+            }
+        }
+        if let Some(cookie) = &self.config.token.cookie {
+            headers.append(
+                SET_COOKIE,
+                token::set_cookie(&cookie.name, &minted, cookie.secure, self.keys.ttl()),
+            );
+        }
+    }
+
+    /// Client request -> upstream request headers: hop-by-hop and upstream-only
+    /// headers removed, forwarding headers set, `Host` left to the upstream URI.
+    fn prepare_request(&self, parts: &mut Parts, peer: SocketAddr, keep_upgrade: bool) {
+        let host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+        headers::strip(&mut parts.headers, &self.upstream_only);
+        headers::set_forwarded(
+            &mut parts.headers,
+            peer.ip(),
+            "http",
+            host,
+            self.config.server.trusted_hops,
+        );
+        parts.headers.remove(HOST);
+        parts.version = Version::HTTP_11;
+    }
+
+    /// Upstream response headers -> client: hop-by-hop and internal headers removed.
+    fn prepare_response(&self, headers: &mut HeaderMap, keep_upgrade: bool) {
+        headers::strip_hop_by_hop(headers, keep_upgrade);
+        headers::strip(headers, &self.internal_response);
+    }
+
+    fn upstream(&self, name: &str) -> Result<&Arc<Upstream>, GatewayError> {
+        self.upstreams
+            .get(name)
+            .ok_or_else(|| GatewayError::NotFound(format!("upstream {name:?} is not configured")))
+    }
+}
+
+/// The matched route of one request.
+#[derive(Clone, Copy)]
+struct RequestCtx<'a> {
+    route: &'a crate::config::RouteConfig,
+    params: &'a crate::route::Params,
+    peer: SocketAddr,
+    cache_key: Option<&'a crate::route::KeyTemplate>,
+}
+
+/// `Content-Type` of a response, as text.
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Status class label (`2xx`) for metrics.
+fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,63 @@
+//! `kind = "passthrough"`: forward without token logic, protocol upgrades
+//! (WebSocket, and anything else using `Connection: upgrade`) included.
+
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::{status_class, Gateway, RequestCtx};
+use crate::error::GatewayError;
+use crate::proxy::{headers, Body};
+
+impl Gateway {
+    pub(super) async fn passthrough(
+        &self,
+        ctx: RequestCtx<'_>,
+        mut parts: Parts,
+        body: Body,
+    ) -> Result<Response<Body>, GatewayError> {
+        let upgrade = headers::is_upgrade(&parts.headers);
+        let client_upgrade = if upgrade {
+            // Take the client connection's upgrade handle before the request moves on.
+            let mut probe = Request::from_parts(parts, ());
+            let on = hyper::upgrade::on(&mut probe);
+            parts = probe.into_parts().0;
+            Some(on)
+        } else {
+            None
+        };
+        self.prepare_request(&mut parts, ctx.peer, upgrade);
+        let upstream = self.upstream(&ctx.route.upstream)?;
+        let instance = upstream.pick();
+        let result = upstream
+            .send(instance, Request::from_parts(parts, body))
+            .await;
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        metrics::counter!("tidemark_requests_total", "route" => ctx.route.name.clone(), "kind" => "passthrough", "source" => "", "status" => status_class(status)).increment(1);
+        let mut resp = result?;
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        self.prepare_response(resp.headers_mut(), switching);
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let route = ctx.route.name.clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
+                            tracing::debug!(%route, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%route, error = %e, "protocol upgrade failed"),
+                }
+            });
+        }
+        Ok(resp)
+    }
+}

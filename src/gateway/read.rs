@@ -1,0 +1,357 @@
+//! The read path: run the gate, hold when it says so, then forward to the chosen
+//! instance, the primary, or answer from the write-through cache.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::{status_class, Gateway, RequestCtx};
+use crate::cache::CachedResponse;
+use crate::checkpoint::{Projection, Wait};
+use crate::config::{ReadRoute, SourceKind};
+use crate::error::GatewayError;
+use crate::gate::{self, CacheState, Decision, GateInput, InstanceView, Level, Source};
+use crate::position::PositionVector;
+use crate::proxy::forward::Upstream;
+use crate::proxy::Body;
+use crate::token::Claims;
+
+/// `Server-Timing` (the standard header, not configurable).
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// How a read is finally answered.
+enum Answer {
+    Instance(usize, Source),
+    Primary,
+    Cache(CachedResponse),
+}
+
+impl Gateway {
+    pub(super) async fn read(
+        &self,
+        ctx: RequestCtx<'_>,
+        read: &ReadRoute,
+        mut parts: Parts,
+        body: Body,
+    ) -> Result<Response<Body>, GatewayError> {
+        let started = Instant::now();
+        let route = ctx.route.name.as_str();
+        let level = self.level(&parts.headers)?;
+        let claims = self.client_token(&parts.headers)?;
+        let projection = self
+            .registry
+            .get(&read.projection)
+            .ok_or_else(|| {
+                GatewayError::NotFound(format!(
+                    "projection {:?} is not configured",
+                    read.projection
+                ))
+            })?
+            .clone();
+        let upstream = self.upstream(&ctx.route.upstream)?.clone();
+
+        let answer = self
+            .decide(
+                ctx,
+                read,
+                level,
+                claims.as_ref(),
+                &projection,
+                &upstream,
+                started,
+            )
+            .await;
+        let held = started.elapsed();
+        metrics::histogram!("tidemark_read_wait_seconds", "route" => route.to_string())
+            .record(held.as_secs_f64());
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => "read", "source" => "", "status" => status_class(e.status())).increment(1);
+                return Err(e);
+            }
+        };
+
+        let token_required = claims
+            .as_ref()
+            .map(|c| c.pos.restrict(projection.logs()))
+            .unwrap_or_default();
+        let (source, mut resp, advance) = match answer {
+            Answer::Cache(entry) => {
+                metrics::counter!("tidemark_cache_hits_total", "route" => route.to_string())
+                    .increment(1);
+                let advance = entry.position.clone();
+                (Source::Cache, cache_response(entry), Some(advance))
+            }
+            Answer::Primary => {
+                let primary = read.primary.as_deref().unwrap_or_default();
+                let primary = self.upstream(primary)?;
+                self.prepare_request(&mut parts, ctx.peer, false);
+                let i = primary.pick();
+                let result = primary.send(i, Request::from_parts(parts, body)).await;
+                let resp = self.count_read(route, Source::Primary, result)?;
+                (Source::Primary, resp, None)
+            }
+            Answer::Instance(i, source) => {
+                self.prepare_request(&mut parts, ctx.peer, false);
+                if !token_required.is_empty() {
+                    if let Ok(v) = HeaderValue::from_str(&token_required.to_string()) {
+                        parts
+                            .headers
+                            .insert(self.config.headers.min_position.clone(), v);
+                    }
+                }
+                let result = upstream.send(i, Request::from_parts(parts, body)).await;
+                let resp = self.count_read(route, source, result)?;
+                self.learn_from_response(ctx, &projection, i, resp.headers());
+                let cp = projection.checkpoints().swap_remove(i);
+                (source, resp, Some(cp))
+            }
+        };
+        self.prepare_response(resp.headers_mut(), false);
+        let headers = resp.headers_mut();
+        headers.insert(
+            self.config.headers.source.clone(),
+            HeaderValue::from_static(source.as_str()),
+        );
+        let timing = format!(
+            "tidemark;dur={:.1};desc=\"{}\"",
+            held.as_secs_f64() * 1000.0,
+            source.as_str()
+        );
+        let timing = match headers.get(&SERVER_TIMING).and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing}, {timing}"),
+            None => timing,
+        };
+        if let Ok(v) = HeaderValue::from_str(&timing) {
+            headers.insert(SERVER_TIMING.clone(), v);
+        }
+        if read.monotonic {
+            let (sid, mut pos) = match claims {
+                Some(c) => (c.sid, c.pos),
+                None => (crate::token::new_session_id(), PositionVector::new()),
+            };
+            if let Some(advance) = advance {
+                pos.merge(&advance.restrict(projection.logs()));
+            }
+            self.attach_token(resp.headers_mut(), &sid, &pos);
+        }
+        Ok(resp)
+    }
+
+    /// Runs the gate until it decides, holding when it says so.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        ctx: RequestCtx<'_>,
+        read: &ReadRoute,
+        level: Level,
+        claims: Option<&Claims>,
+        projection: &Arc<Projection>,
+        upstream: &Upstream,
+        started: Instant,
+    ) -> Result<Answer, GatewayError> {
+        let token_required = claims
+            .map(|c| c.pos.restrict(projection.logs()))
+            .unwrap_or_default();
+        let cache_key = match (claims, &ctx.route.cache, ctx.cache_key) {
+            (Some(_), Some(_), Some(template)) => Some(template.expand(ctx.params)),
+            _ => None,
+        };
+        let mut cache = if cache_key.is_some() {
+            CacheState::NotChecked
+        } else {
+            CacheState::Unavailable
+        };
+        let mut cached: Option<CachedResponse> = None;
+        let deadline = started + read.max_wait;
+        let mut timed_out = false;
+        let mut permit = None;
+        loop {
+            let mut required = token_required.clone();
+            if let Some(budget) = read.staleness_budget {
+                required.merge(&projection.budget_requirement(budget, Instant::now()));
+            }
+            let checkpoints = projection.checkpoints();
+            let views: Vec<InstanceView<'_>> = checkpoints
+                .iter()
+                .enumerate()
+                .map(|(i, cp)| InstanceView {
+                    checkpoint: cp,
+                    outstanding: upstream.outstanding(i),
+                })
+                .collect();
+            let decision = gate::decide(&GateInput {
+                level,
+                token_required: &token_required,
+                required: &required,
+                instances: &views,
+                cache,
+                timed_out,
+                on_timeout: read.on_timeout,
+                has_primary: read.primary.is_some(),
+                tie_break: upstream.next_tie_break(),
+            });
+            match decision {
+                Decision::Forward { instance, source } => {
+                    if source == Source::Stale {
+                        self.count_timeout(ctx, "stale");
+                    }
+                    return Ok(Answer::Instance(instance, source));
+                }
+                Decision::Primary => {
+                    if timed_out {
+                        self.count_timeout(ctx, "primary");
+                    }
+                    return Ok(Answer::Primary);
+                }
+                Decision::AnswerFromCache => {
+                    if let Some(entry) = cached.take() {
+                        return Ok(Answer::Cache(entry));
+                    }
+                    cache = CacheState::Miss;
+                }
+                Decision::LookupCache => {
+                    let key = cache_key.as_deref().unwrap_or_default();
+                    let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
+                    cache = match self.cache.get(key, sid).await {
+                        Ok(Some(entry)) if entry.position.covers(&token_required) => {
+                            cached = Some(entry);
+                            CacheState::Hit
+                        }
+                        Ok(_) => CacheState::Miss,
+                        Err(e) => {
+                            self.store_error("cache_get", &e);
+                            CacheState::Miss
+                        }
+                    };
+                }
+                Decision::Hold => {
+                    if permit.is_none() {
+                        permit = Some(self.registry.try_hold(projection).ok_or_else(|| {
+                            GatewayError::HeldReadsFull {
+                                projection: projection.name().to_string(),
+                                limit: self.config.server.max_held_reads,
+                            }
+                        })?);
+                    }
+                    match projection.wait_for(&required) {
+                        Wait::Ready(_) => {}
+                        Wait::Pending(waiter) => {
+                            tokio::select! {
+                                _ = waiter => {}
+                                _ = tokio::time::sleep_until(deadline) => timed_out = true,
+                            }
+                        }
+                    }
+                }
+                Decision::TimedOut => {
+                    self.count_timeout(ctx, "error");
+                    let mut frontier = PositionVector::new();
+                    for cp in &checkpoints {
+                        frontier.merge(cp);
+                    }
+                    let eta = projection.eta(&required, Instant::now());
+                    return Err(GatewayError::HoldTimeout {
+                        projection: projection.name().to_string(),
+                        required,
+                        checkpoint: frontier.restrict(projection.logs()),
+                        waited: started.elapsed(),
+                        retry_after: eta.unwrap_or(std::time::Duration::from_secs(1)),
+                    });
+                }
+                Decision::NoPrimary => {
+                    return Err(GatewayError::NoPrimary {
+                        route: ctx.route.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn level(&self, headers: &http::HeaderMap) -> Result<Level, GatewayError> {
+        let name = &self.config.headers.level;
+        match headers.get(name) {
+            None => Ok(Level::Session),
+            Some(v) => {
+                v.to_str()
+                    .ok()
+                    .and_then(Level::parse)
+                    .ok_or_else(|| GatewayError::BadLevel {
+                        header: name.to_string(),
+                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    })
+            }
+        }
+    }
+
+    fn count_timeout(&self, ctx: RequestCtx<'_>, action: &'static str) {
+        metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
+    }
+
+    fn count_read(
+        &self,
+        route: &str,
+        source: Source,
+        result: Result<Response<Body>, GatewayError>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => "read", "source" => source.as_str(), "status" => status_class(status)).increment(1);
+        result
+    }
+
+    /// The `header` checkpoint source: `Projection-Checkpoint` on a read response.
+    fn learn_from_response(
+        &self,
+        ctx: RequestCtx<'_>,
+        projection: &Projection,
+        instance: usize,
+        headers: &http::HeaderMap,
+    ) {
+        let Some(raw) = headers.get(&self.config.headers.checkpoint) else {
+            return;
+        };
+        let listens = self
+            .config
+            .projections
+            .get(projection.name())
+            .is_some_and(|p| p.sources.contains(&SourceKind::Header));
+        if !listens {
+            return;
+        }
+        let default_log = ctx
+            .route
+            .default_log
+            .as_deref()
+            .or_else(|| (projection.logs().len() == 1).then(|| projection.logs()[0].as_str()));
+        match raw
+            .to_str()
+            .map_err(|e| e.to_string())
+            .and_then(|t| PositionVector::parse(t, default_log).map_err(|e| e.to_string()))
+        {
+            Ok(cp) => self.learn_checkpoint(projection, instance, &cp),
+            Err(problem) => {
+                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "kind" => "bad_checkpoint").increment(1);
+                tracing::warn!(route = %ctx.route.name, %problem, "unreadable Projection-Checkpoint header ignored");
+            }
+        }
+    }
+}
+
+fn cache_response(entry: CachedResponse) -> Response<Body> {
+    let mut resp = Response::new(crate::proxy::full(entry.body));
+    *resp.status_mut() = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = entry
+        .content_type
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+    {
+        resp.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    resp
+}

@@ -1,0 +1,213 @@
+//! The write path: forward, read `Write-Position`, merge and return the token, keep
+//! the response in the write-through cache.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use tokio::time::Instant;
+
+use super::{content_type, status_class, Gateway, RequestCtx};
+use crate::cache::CachedResponse;
+use crate::config::{RouteCache, SourceKind};
+use crate::error::GatewayError;
+use crate::position::PositionVector;
+use crate::proxy::{Body, BoxError};
+use crate::token;
+
+impl Gateway {
+    pub(super) async fn write(
+        &self,
+        ctx: RequestCtx<'_>,
+        mut parts: Parts,
+        body: Body,
+    ) -> Result<Response<Body>, GatewayError> {
+        let claims = self.client_token(&parts.headers)?;
+        self.prepare_request(&mut parts, ctx.peer, false);
+        let upstream = self.upstream(&ctx.route.upstream)?;
+        let instance = upstream.pick();
+        let result = upstream
+            .send(instance, Request::from_parts(parts, body))
+            .await;
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        metrics::counter!("tidemark_requests_total", "route" => ctx.route.name.clone(), "kind" => "write", "source" => "", "status" => status_class(status)).increment(1);
+        let resp = result?;
+        let (mut head, body) = resp.into_parts();
+        let reported = head
+            .headers
+            .get(&self.config.headers.write_position)
+            .cloned();
+        self.prepare_response(&mut head.headers, false);
+        if !head.status.is_success() {
+            return Ok(Response::from_parts(head, body));
+        }
+        let Some(position) = reported.and_then(|raw| self.parse_write_position(ctx, &raw)) else {
+            metrics::counter!("tidemark_writes_without_position_total", "route" => ctx.route.name.clone()).increment(1);
+            return Ok(Response::from_parts(head, body));
+        };
+
+        let now = Instant::now();
+        for projection in self.registry.projections() {
+            let own = position.restrict(projection.logs());
+            if !own.is_empty() {
+                projection.record_write(&own, now);
+            }
+        }
+        let (sid, mut frontier) = match claims {
+            Some(c) => (c.sid, c.pos),
+            None => (token::new_session_id(), PositionVector::new()),
+        };
+        frontier.merge(&position);
+        self.attach_token(&mut head.headers, &sid, &frontier);
+
+        let body = match (&ctx.route.cache, ctx.cache_key) {
+            (Some(cache), Some(template)) => {
+                let entry = CacheDraft {
+                    key: template.expand(ctx.params),
+                    status: head.status.as_u16(),
+                    content_type: content_type(&head.headers),
+                    position,
+                };
+                self.tee_into_cache(cache, &sid, entry, body, &ctx.route.name)
+                    .await
+            }
+            _ => body,
+        };
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// The write's position from its header, restricted to known logs. A malformed
+    /// header is logged and counted, and the write passes through untouched.
+    fn parse_write_position(
+        &self,
+        ctx: RequestCtx<'_>,
+        raw: &http::HeaderValue,
+    ) -> Option<PositionVector> {
+        let parsed = raw
+            .to_str()
+            .map_err(|_| "not visible ASCII".to_string())
+            .and_then(|text| {
+                PositionVector::parse(text, ctx.route.default_log.as_deref())
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(pos) => {
+                let known: Vec<&String> = self.known_logs.iter().collect();
+                let kept = pos.restrict(&known);
+                if kept.len() < pos.len() {
+                    tracing::warn!(route = %ctx.route.name, position = %pos, "write position names logs no projection consumes; they are dropped from the token");
+                }
+                (!kept.is_empty()).then_some(kept)
+            }
+            Err(problem) => {
+                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "kind" => "bad_write_position").increment(1);
+                tracing::warn!(route = %ctx.route.name, %problem, "upstream sent an unreadable write position; passing the write through without a token");
+                None
+            }
+        }
+    }
+
+    /// Reads the response body up to `cache.max_body_bytes`: a body that fits is
+    /// stored before the response goes out (so a read right after the write finds
+    /// it); a larger one streams on uncached. A cache failure never fails the write.
+    async fn tee_into_cache(
+        &self,
+        cache: &RouteCache,
+        sid: &str,
+        draft: CacheDraft,
+        mut body: Body,
+        route: &str,
+    ) -> Body {
+        let cap = self.config.cache.max_body_bytes;
+        let mut buf = BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        buf.extend_from_slice(&data);
+                        if buf.len() > cap {
+                            metrics::counter!("tidemark_cache_skipped_total", "route" => route.to_string(), "reason" => "too_large").increment(1);
+                            return prefixed(buf.freeze(), Some(body), None);
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers are not cached; pass them on.
+                        return prefixed(buf.freeze(), Some(body), frame.into_trailers().ok());
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(%route, error = %e, "upstream write response body failed");
+                    return prefixed_error(buf.freeze(), e);
+                }
+            }
+        }
+        let body_bytes = buf.freeze();
+        let entry = CachedResponse {
+            status: draft.status,
+            content_type: draft.content_type,
+            body: body_bytes.clone(),
+            position: draft.position,
+        };
+        if let Err(e) = self
+            .cache
+            .put(&draft.key, cache.scope, sid, entry, cache.ttl)
+            .await
+        {
+            self.store_error("cache_put", &e);
+        }
+        crate::proxy::full(body_bytes)
+    }
+
+    /// Counts a store failure; the Redis backend logs once per burst itself.
+    pub(super) fn store_error(&self, op: &'static str, error: &crate::store::StoreError) {
+        metrics::counter!("tidemark_store_errors_total", "op" => op).increment(1);
+        tracing::debug!(op, %error, "store operation failed");
+    }
+
+    /// Applies a checkpoint learned from an upstream response (`header` source).
+    pub(super) fn learn_checkpoint(
+        &self,
+        projection: &crate::checkpoint::Projection,
+        instance: usize,
+        cp: &PositionVector,
+    ) {
+        let applied = projection.apply(Some(instance), cp, SourceKind::Header, Instant::now());
+        if applied.advanced {
+            metrics::counter!("tidemark_checkpoint_updates_total", "projection" => projection.name().to_string(), "source" => "header").increment(1);
+        }
+    }
+}
+
+/// What a cache entry is made of, besides the body.
+struct CacheDraft {
+    key: String,
+    status: u16,
+    content_type: Option<String>,
+    position: PositionVector,
+}
+
+/// `prefix`, then optional `trailers`, then the rest of `rest`.
+fn prefixed(prefix: Bytes, rest: Option<Body>, trailers: Option<http::HeaderMap>) -> Body {
+    let head = futures_util::stream::iter(
+        [
+            Some(Ok(Frame::data(prefix))),
+            trailers.map(|t| Ok(Frame::trailers(t))),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let tail = rest.map(BodyStream::new);
+    let stream = head.chain(futures_util::stream::iter(tail).flatten());
+    StreamBody::new(stream).boxed_unsync()
+}
+
+fn prefixed_error(prefix: Bytes, error: BoxError) -> Body {
+    let stream = futures_util::stream::iter([Ok(Frame::data(prefix)), Err(error)]);
+    StreamBody::new(stream).boxed_unsync()
+}
