@@ -1,32 +1,86 @@
 //! Header handling as pure functions: hop-by-hop removal (and every name listed in
 //! `Connection`), `X-Forwarded-*` with trusted hops, internal headers stripped.
-//! (Stub: the routing helper fills in the bodies.)
+//!
+//! Call order on a request: [`strip_hop_by_hop`], then [`strip`] of the internal
+//! headers a client may not send, then [`set_forwarded`] (so a client cannot use
+//! `Connection: x-forwarded-for` to remove what the gateway sets). On a response:
+//! [`strip_hop_by_hop`] then [`strip`].
 
 use std::net::IpAddr;
 
+use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1, plus the obsolete `Keep-Alive` and
+/// `Proxy-Connection` still sent by old clients.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `X-Forwarded-For`: the chain of client and proxy addresses.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Forwarded` (RFC 7239): removed when no hop is trusted, passed on otherwise.
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (`Connection`, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
-/// `Transfer-Encoding`, `Upgrade`) and every header named in a `Connection` value.
+/// `Transfer-Encoding`, `Upgrade`) and every header named in a `Connection` value
+/// (comma lists, any case, across several `Connection` lines; items that are not
+/// header names are ignored).
 /// When `keep_upgrade` is set (a passthrough WebSocket/upgrade request), `Connection:
-/// upgrade` and `Upgrade` are kept so the upstream can switch protocols.
+/// upgrade` and `Upgrade` are kept so the upstream can switch protocols; `Connection`
+/// is then rewritten to exactly `upgrade` and the other headers it named are still
+/// removed. `keep_upgrade` does nothing unless the message [`is_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let _ = (headers, keep_upgrade);
-    todo!("routing helper")
+    let upgrade = keep_upgrade && is_upgrade(headers);
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if !(upgrade && (name == CONNECTION || name == UPGRADE)) {
+            headers.remove(name);
+        }
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
 }
 
-/// Removes every header in `names`.
+/// Removes every header in `names` (all of its values).
 pub fn strip(headers: &mut HeaderMap, names: &[HeaderName]) {
-    let _ = (headers, names);
-    todo!("routing helper")
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 /// Sets `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` for a request
 /// from `peer` over `proto` (`http`/`https`) for `host`. With `trusted_hops == 0`
-/// whatever the client sent is replaced; with `n > 0` the last `n` entries of the
+/// whatever the client sent is replaced (and a client-sent `Forwarded` is removed, so
+/// an upstream cannot be fooled by it); with `n > 0` the last `n` entries of the
 /// incoming `X-Forwarded-For` (and incoming `-Proto`/`-Host`) are kept and `peer` is
 /// appended.
+///
+/// The chain is read across every `X-Forwarded-For` line and written back as one
+/// `a, b, peer` line. `peer` is written plainly (`2001:db8::1`, no brackets or port;
+/// an IPv4-mapped IPv6 address as its IPv4 form). A missing `host` leaves no
+/// `X-Forwarded-Host` (unless a trusted one came in).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -34,12 +88,409 @@ pub fn set_forwarded(
     host: Option<HeaderValue>,
     trusted_hops: usize,
 ) {
-    let _ = (headers, peer, proto, host, trusted_hops);
-    todo!("routing helper")
+    let peer = peer.to_canonical().to_string();
+    let proto = HeaderValue::from_str(proto).ok();
+    if trusted_hops == 0 {
+        headers.remove(&FORWARDED);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+        headers.insert(X_FORWARDED_FOR, peer_value(&peer));
+        if let Some(proto) = proto {
+            headers.insert(X_FORWARDED_PROTO, proto);
+        }
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        return;
+    }
+
+    let chain: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+        .collect();
+    let kept = &chain[chain.len().saturating_sub(trusted_hops)..];
+    let mut joined = Vec::new();
+    for item in kept {
+        joined.extend_from_slice(item);
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    let xff = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer_value(&peer));
+    headers.insert(X_FORWARDED_FOR, xff);
+
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        if let Some(proto) = proto {
+            headers.insert(X_FORWARDED_PROTO, proto);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
 }
 
-/// True when the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+/// True when the message asks to switch protocols: a `Connection` value lists
+/// `upgrade` (any case) and an `Upgrade` header is present.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    let _ = headers;
-    todo!("routing helper")
+    headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// The non-empty, trimmed comma-separated items of every `Connection` line.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// An IP address's text is always a valid header value; the fallback is unreachable.
+fn peer_value(peer: &str) -> HeaderValue {
+    HeaderValue::from_str(peer).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn all(h: &HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    const END_TO_END: [(&str, &str); 6] = [
+        ("host", "example.com"),
+        ("content-type", "application/json"),
+        ("content-length", "12"),
+        ("authorization", "Bearer x"),
+        ("cookie", "a=b"),
+        ("consistency-token", "t"),
+    ];
+
+    // ---- strip_hop_by_hop ----
+
+    #[test]
+    fn removes_every_standard_hop_by_hop_header() {
+        for name in HOP_BY_HOP {
+            for keep_upgrade in [false, true] {
+                let mut h = map(&END_TO_END);
+                h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+                strip_hop_by_hop(&mut h, keep_upgrade);
+                assert!(
+                    !h.contains_key(name),
+                    "{name} kept (keep_upgrade {keep_upgrade})"
+                );
+                assert_eq!(h.len(), END_TO_END.len(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn keeps_end_to_end_headers() {
+        let mut h = map(&END_TO_END);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&END_TO_END));
+    }
+
+    #[test]
+    fn removes_names_listed_in_connection() {
+        let mut h = map(&[
+            ("connection", "close, X-Trace ,x-debug"),
+            ("x-trace", "1"),
+            ("x-debug", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+    }
+
+    #[test]
+    fn connection_names_are_case_insensitive_and_span_several_lines() {
+        let mut h = map(&[
+            ("connection", "X-One"),
+            ("connection", "x-TWO, ,"),
+            ("connection", ""),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-two", "2b"),
+            ("x-three", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-three"]);
+    }
+
+    #[test]
+    fn connection_items_that_are_not_header_names_are_ignored() {
+        let mut h = map(&[
+            ("connection", "bad name, (x), x-gone"),
+            ("x-gone", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+    }
+
+    #[test]
+    fn keep_upgrade_keeps_a_websocket_handshake() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("te", "trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(all(&h, "connection"), ["upgrade"]);
+        assert_eq!(all(&h, "upgrade"), ["websocket"]);
+        assert_eq!(
+            names(&h),
+            [
+                "connection",
+                "sec-websocket-key",
+                "sec-websocket-version",
+                "upgrade"
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_upgrade_on_a_switching_protocols_response() {
+        let mut h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn keep_upgrade_does_nothing_for_a_plain_request() {
+        // Upgrade without `Connection: upgrade` is not an upgrade request.
+        let mut h = map(&[("upgrade", "websocket"), ("connection", "keep-alive")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.is_empty(), "{h:?}");
+
+        let mut h = map(&[("connection", "upgrade")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn upgrade_is_stripped_without_keep_upgrade() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    // ---- strip ----
+
+    #[test]
+    fn strip_removes_every_value_of_the_named_headers() {
+        let mut h = map(&[
+            ("write-position", "users=1"),
+            ("write-position", "orders=2"),
+            ("projection-checkpoint", "users=1"),
+            ("content-type", "text/plain"),
+        ]);
+        strip(
+            &mut h,
+            &[
+                HeaderName::from_static("write-position"),
+                HeaderName::from_static("projection-checkpoint"),
+                HeaderName::from_static("not-present"),
+            ],
+        );
+        assert_eq!(names(&h), ["content-type"]);
+        strip(&mut h, &[]);
+        assert_eq!(names(&h), ["content-type"]);
+    }
+
+    // ---- set_forwarded ----
+
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+
+    fn host(v: &str) -> Option<HeaderValue> {
+        Some(HeaderValue::from_str(v).unwrap())
+    }
+
+    fn spoofed() -> HeaderMap {
+        map(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.1.1.1"),
+        ])
+    }
+
+    #[test]
+    fn no_trusted_hops_replaces_what_the_client_sent() {
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "http", host("api.example"), 0);
+        assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn no_trusted_hops_and_no_host_leaves_no_forwarded_host() {
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "https", None, 0);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+    }
+
+    #[test]
+    fn trusted_hops_keep_the_last_entries_across_lines_and_append_peer() {
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "http", host("api.example"), 1);
+        assert_eq!(all(&h, "x-forwarded-for"), ["3.3.3.3, 203.0.113.9"]);
+
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "http", host("api.example"), 2);
+        assert_eq!(
+            all(&h, "x-forwarded-for"),
+            ["2.2.2.2, 3.3.3.3, 203.0.113.9"]
+        );
+
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "http", host("api.example"), 10);
+        assert_eq!(
+            all(&h, "x-forwarded-for"),
+            ["1.1.1.1, 2.2.2.2, 3.3.3.3, 203.0.113.9"]
+        );
+    }
+
+    #[test]
+    fn trusted_hops_keep_incoming_proto_and_host() {
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "http", host("api.example"), 1);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["evil.example"]);
+        assert_eq!(all(&h, "forwarded"), ["for=1.1.1.1"]);
+    }
+
+    #[test]
+    fn trusted_hops_without_incoming_headers_set_ours() {
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, PEER, "https", host("api.example"), 2);
+        assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, PEER, "https", None, 2);
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn empty_chain_items_and_whitespace_are_dropped() {
+        let mut h = map(&[("x-forwarded-for", " , 4.4.4.4 ,,5.5.5.5 ")]);
+        set_forwarded(&mut h, PEER, "http", None, 5);
+        assert_eq!(
+            all(&h, "x-forwarded-for"),
+            ["4.4.4.4, 5.5.5.5, 203.0.113.9"]
+        );
+    }
+
+    #[test]
+    fn ipv6_peer_is_written_plainly() {
+        let v6 = IpAddr::V6("2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, v6, "http", None, 0);
+        assert_eq!(all(&h, "x-forwarded-for"), ["2001:db8::1"]);
+
+        let mut h = map(&[("x-forwarded-for", "2001:db8::2")]);
+        set_forwarded(&mut h, v6, "http", None, 1);
+        assert_eq!(all(&h, "x-forwarded-for"), ["2001:db8::2, 2001:db8::1"]);
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_written_as_ipv4() {
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, mapped, "http", None, 0);
+        assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.7"]);
+    }
+
+    #[test]
+    fn opaque_chain_bytes_are_kept_as_received() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"unknown, \xe9t\xe9").unwrap(),
+        );
+        set_forwarded(&mut h, PEER, "http", None, 1);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap().as_bytes(),
+            b"\xe9t\xe9, 203.0.113.9"
+        );
+    }
+
+    #[test]
+    fn unusable_proto_is_left_out() {
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, PEER, "ht\ntp", None, 0);
+        assert!(!h.contains_key("x-forwarded-proto"));
+        assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9"]);
+    }
+
+    // ---- is_upgrade ----
+
+    #[test]
+    fn is_upgrade_needs_both_headers() {
+        let yes = [
+            map(&[("connection", "Upgrade"), ("upgrade", "websocket")]),
+            map(&[("connection", "keep-alive, UPGRADE"), ("upgrade", "h2c")]),
+            map(&[
+                ("connection", "keep-alive"),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+            ]),
+        ];
+        for h in &yes {
+            assert!(is_upgrade(h), "{h:?}");
+        }
+        let no = [
+            HeaderMap::new(),
+            map(&[("upgrade", "websocket")]),
+            map(&[("connection", "upgrade")]),
+            map(&[("connection", "keep-alive"), ("upgrade", "websocket")]),
+            map(&[("connection", "upgrade-insecure"), ("upgrade", "websocket")]),
+        ];
+        for h in &no {
+            assert!(!is_upgrade(h), "{h:?}");
+        }
+    }
 }
