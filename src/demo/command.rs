@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::{middleware, Json, Router};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::http::{echo_min_position, error_response, parse_object, position_text, WRITE_POSITION};
 use super::model::{Command, Event, WriteModel};
+use super::wire::{echo_min_position, error_response, parse_object, position_text, WRITE_POSITION};
 
 /// The write side: the model plus one feed per projector.
 #[derive(Debug)]

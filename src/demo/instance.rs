@@ -94,3 +94,36 @@ impl ReadInstance {
         self.model.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::time::Instant;
+
+    fn event(position: u64, state: Option<Value>) -> Event {
+        Event {
+            position,
+            id: "1".to_owned(),
+            state,
+            committed_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_moves_with_the_data_and_only_forward() {
+        let instance = ReadInstance::new("r0".to_owned());
+        let mut checkpoints = instance.subscribe();
+        instance.apply(&event(2, Some(json!({"version": 2}))));
+        assert!(checkpoints.has_changed().unwrap_or(false));
+        assert_eq!(*checkpoints.borrow_and_update(), 2);
+        assert_eq!(instance.lookup("1"), (2, Some(json!({"version": 2}))));
+
+        instance.apply(&event(1, None));
+        assert_eq!(instance.checkpoint(), 2, "an older event is ignored");
+        assert_eq!(instance.lookup("1"), (2, Some(json!({"version": 2}))));
+
+        instance.apply(&event(3, None));
+        assert_eq!(instance.lookup("1"), (3, None));
+    }
+}

@@ -8,18 +8,34 @@
 //! - [`read`]: the read service of each instance (`/users/{id}`, `/checkpoint`).
 //! - [`push`]: checkpoint pushes to the gateway's admin API.
 //! - [`model`]: events, the write model and the `PATCH` merge.
-//! - [`http`]: header names and helpers shared by the services.
+//! - [`wire`]: header names, body parsing and error answers shared by the services.
+//!
+//! HTTP surface (header names are the gateway's defaults):
+//!
+//! | Service | Request | Answer |
+//! |---|---|---|
+//! | command | `PUT`/`POST /users/{id}` (JSON object) | `200` user (body + `id`, `version`), `Write-Position: users=N` |
+//! | command | `PATCH /users/{id}` (JSON merge patch) | same, merged over the previous user |
+//! | command | `DELETE /users/{id}` | `204`, `Write-Position` |
+//! | command | `GET /users/{id}` | `200` user or `404` from the write model (the primary) |
+//! | `r<i>` | `GET /users/{id}` | `200` user or `404` from the read model; `Projection-Checkpoint` if enabled |
+//! | `r<i>` | `GET /checkpoint` | `{"users": N}` (for the `poll` source) |
+//!
+//! A body that is not a JSON object is `400 {"error": "..."}`. Every service echoes a
+//! request's `Consistency-Min-Position` as `Seen-Min-Position`. With a [`PushTarget`],
+//! each instance `PUT`s `{"users": N}` to
+//! `{admin_url}/projections/{projection}/checkpoint?instance=r<i>` after applying.
 //!
 //! The services are served with `axum::serve`, which has no header-read timeout: fine
 //! for a demo on `127.0.0.1`, not for an exposed service.
 
 pub mod command;
-pub mod http;
 pub mod instance;
 pub mod model;
 pub mod projector;
 pub mod push;
 pub mod read;
+pub mod wire;
 
 use std::io;
 use std::net::SocketAddr;

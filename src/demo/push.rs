@@ -21,8 +21,12 @@ use super::PushTarget;
 /// local and answers at once; the bound only keeps a hung gateway from stalling pushes.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed push, retry this long later if no new event came first, so an idle
-/// projector still reports its checkpoint once the gateway is back.
+/// projector still reports its checkpoint once the gateway is back. The delay doubles
+/// on each further failure, up to [`MAX_RETRY_AFTER`], to keep a missing gateway from
+/// flooding the log.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest delay between retries of a failing push.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Connect timeout (hyper's `HttpConnector` has none by default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,13 +66,14 @@ pub async fn run(
         target.admin_url.trim_end_matches('/'),
         target.projection,
     );
-    let mut failed = false;
+    // `Some(delay)` after a failure: retry after `delay` unless an event comes first.
+    let mut retry: Option<Duration> = None;
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
             changed = checkpoints.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(RETRY_AFTER), if failed => {}
+            () = tokio::time::sleep(retry.unwrap_or(RETRY_AFTER)), if retry.is_some() => {}
         }
         let position = *checkpoints.borrow_and_update();
         let outcome = tokio::select! {
@@ -76,8 +81,8 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             outcome = push(&client, &url, target.admin_token.as_deref(), position) => outcome,
         };
-        failed = match outcome {
-            Ok(()) => false,
+        retry = match outcome {
+            Ok(()) => None,
             Err(error) => {
                 tracing::warn!(
                     %instance,
@@ -87,7 +92,7 @@ pub async fn run(
                     cause = ?std::error::Error::source(&error),
                     "demo checkpoint push failed; will retry"
                 );
-                true
+                Some(retry.map_or(RETRY_AFTER, |delay| (delay * 2).min(MAX_RETRY_AFTER)))
             }
         };
     }

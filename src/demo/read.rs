@@ -10,9 +10,9 @@ use axum::routing::get;
 use axum::{middleware, Json, Router};
 use serde_json::json;
 
-use super::http::{echo_min_position, error_response, position_text, PROJECTION_CHECKPOINT};
 use super::instance::ReadInstance;
 use super::model::LOG;
+use super::wire::{echo_min_position, error_response, position_text, PROJECTION_CHECKPOINT};
 
 #[derive(Debug, Clone)]
 struct ReadService {
