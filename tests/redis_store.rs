@@ -27,6 +27,9 @@ const CHANNEL: &str = "tidemark:checkpoints";
 /// Every wait on a condition gives up after this.
 const DEADLINE: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How much later than the response timeout a failing call may return (scheduling
+/// slack on a loaded 2-core CI machine); a hang would blow far past it.
+const SLACK: Duration = Duration::from_millis(500);
 
 /// A checkpoint registry stand-in: monotonic per (projection, instance), knows only
 /// `user-view`.
@@ -424,15 +427,16 @@ async fn redis_killed_then_restarted_empty_gets_the_gateways_checkpoints_back() 
     let took = started.elapsed();
     assert!(result.is_err(), "push while Redis is down must fail");
     assert!(
-        took <= RESPONSE_TIMEOUT + Duration::from_millis(200),
+        took <= RESPONSE_TIMEOUT + SLACK,
         "failed after {took:?}, not within the response timeout"
     );
     wait_for("healthy() to go false", || async { !g.store.healthy() }).await;
     let cached = g.store.cache_get("user:1", "s1").await;
     assert!(cached.is_err(), "cache reads fail too, they do not hang");
 
+    // Restarted empty (no persistence); the gateway may already be republishing, so
+    // its emptiness is not asserted here (that would race the subscriber's backoff).
     server.restart();
-    assert_eq!(server.cli(&["HLEN", HASH]).trim(), "0", "restarted empty");
     wait_healthy(&g).await;
     wait_for("the gateway to republish its checkpoints", || async {
         server.cli(&["HGET", HASH, "a/orders"]).trim() == "18446744073709551615"
@@ -480,7 +484,7 @@ async fn redis_down_at_start_up_leaves_the_store_degraded_until_it_comes_up() {
         )
         .await;
     assert!(put.is_err());
-    assert!(started.elapsed() <= RESPONSE_TIMEOUT + Duration::from_millis(200));
+    assert!(started.elapsed() <= RESPONSE_TIMEOUT + SLACK);
 
     server.restart();
     wait_healthy(&g).await;
@@ -509,10 +513,7 @@ async fn a_paused_redis_times_out_instead_of_blocking() {
         ),
         "{result:?}"
     );
-    assert!(
-        took <= RESPONSE_TIMEOUT + Duration::from_millis(200),
-        "took {took:?}"
-    );
+    assert!(took <= RESPONSE_TIMEOUT + SLACK, "took {took:?}");
     assert!(
         !g.store.healthy(),
         "a Redis that does not answer is unhealthy"

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::conn::unreachable;
 use super::keys::{group_fields, instance_text};
 use super::{CheckpointSink, Inner, Op};
 use crate::position::PositionVector;
@@ -60,8 +61,9 @@ impl Inner {
         Ok(grouped)
     }
 
-    /// Reloads every projection the sink knows from its hash and applies it. Every
-    /// projection is tried; the first error is returned.
+    /// Reloads every projection the sink knows from its hash and applies it. Stops at
+    /// the first error that means Redis is out of reach (the rest would only wait out
+    /// their timeouts too); other errors skip one projection. Returns the first error.
     pub(crate) async fn reload(&self, sink: &dyn CheckpointSink) -> Result<(), StoreError> {
         let mut outcome = Ok(());
         for projection in sink.projections() {
@@ -72,8 +74,12 @@ impl Inner {
                     }
                 }
                 Err(error) => {
+                    let give_up = unreachable(&error);
                     if outcome.is_ok() {
                         outcome = Err(error);
+                    }
+                    if give_up {
+                        break;
                     }
                 }
             }
@@ -82,7 +88,8 @@ impl Inner {
     }
 
     /// Writes every checkpoint the sink knows back through the max script (for a Redis
-    /// that restarted empty). Every entry is tried; the first error is returned.
+    /// that restarted empty). Stops at the first error that means Redis is out of
+    /// reach; other errors skip one entry. Returns the first error.
     pub(crate) async fn republish(&self, sink: &dyn CheckpointSink) -> Result<(), StoreError> {
         let mut outcome = Ok(());
         for (projection, instance, checkpoint) in sink.snapshot() {
@@ -91,8 +98,12 @@ impl Inner {
                 .max_checkpoint(Op::Republish, &projection, instance, &checkpoint)
                 .await;
             if let Err(error) = result {
+                let give_up = unreachable(&error);
                 if outcome.is_ok() {
                     outcome = Err(error);
+                }
+                if give_up {
+                    break;
                 }
             }
         }

@@ -18,7 +18,7 @@ use crate::config::{RedisConfig, RedisTarget};
 /// Where commands go.
 pub(crate) enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterSlot),
+    Cluster(Box<ClusterSlot>),
     /// The configured URL(s) could not be parsed: every call fails with this error.
     Invalid(RedisError),
 }
@@ -101,10 +101,10 @@ fn build(config: &RedisConfig) -> Result<Conn, RedisError> {
                 .response_timeout(config.response_timeout)
                 .retries(2)
                 .build()?;
-            Ok(Conn::Cluster(ClusterSlot {
+            Ok(Conn::Cluster(Box::new(ClusterSlot {
                 client,
                 conn: tokio::sync::Mutex::new(None),
-            }))
+            })))
         }
     }
 }
@@ -154,5 +154,26 @@ impl ConnectionLike for Handle {
             Handle::Single(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_that_mean_redis_is_out_of_reach_make_the_store_unhealthy() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let server = |kind| StoreError::Redis(RedisError::from((ErrorKind::Server(kind), "x")));
+        assert!(unreachable(&StoreError::Timeout(
+            std::time::Duration::from_millis(1)
+        )));
+        assert!(unreachable(&StoreError::Disconnected));
+        assert!(unreachable(&StoreError::Redis(RedisError::from(io))));
+        assert!(unreachable(&server(ServerErrorKind::ClusterDown)));
+        assert!(unreachable(&server(ServerErrorKind::BusyLoading)));
+        assert!(!unreachable(&server(ServerErrorKind::ResponseError)));
+        assert!(!unreachable(&server(ServerErrorKind::CrossSlot)));
+        assert!(!unreachable(&StoreError::Decode("bad".into())));
     }
 }
