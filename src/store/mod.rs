@@ -2,7 +2,10 @@
 //! the memory cache are the store); `redis` shares checkpoints and the cache between
 //! gateways.
 
+pub mod burst;
 pub mod redis;
+
+pub use burst::ErrorBurst;
 
 /// A store operation failed. Never fails a write; counted and logged once per burst.
 #[derive(Debug, thiserror::Error)]
