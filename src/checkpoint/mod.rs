@@ -205,6 +205,12 @@ impl crate::store::redis::CheckpointSink for RegistrySink {
         }
     }
 
+    /// Every configured projection: pushes to any gateway are written through to
+    /// Redis whatever the projection's other sources, so every one is reloaded.
+    fn projections(&self) -> Vec<String> {
+        self.0.projections().map(|p| p.name().to_string()).collect()
+    }
+
     fn snapshot(&self) -> Vec<(String, String, PositionVector)> {
         let mut out = Vec::new();
         for p in self.0.projections() {

@@ -35,6 +35,7 @@ pub mod model;
 pub mod projector;
 pub mod push;
 pub mod read;
+pub mod walkthrough;
 pub mod wire;
 
 use std::io;
