@@ -9,6 +9,13 @@ pub mod env;
 pub mod raw;
 pub mod validate;
 
+mod describe;
+mod routes;
+mod sections;
+mod token_section;
+mod upstreams;
+mod values;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -378,7 +385,10 @@ fn render_errors(file: Option<&std::path::Path>, errors: &[ConfigError]) -> Stri
         .unwrap_or_else(|| "<config>".to_string());
     let mut out = format!("{} error(s) in {file}:", errors.len());
     for e in errors {
-        out.push_str(&format!("\n  {file}: `{}`: {}; fix: {}", e.key, e.problem, e.fix));
+        out.push_str(&format!(
+            "\n  {file}: `{}`: {}; fix: {}",
+            e.key, e.problem, e.fix
+        ));
     }
     out
 }
