@@ -20,7 +20,12 @@ pub const PREFIX: &str = "TIDEMARK__";
 /// (a path that cannot be set), one per variable.
 pub fn apply_overrides(doc: &mut toml::Table, env: &[(String, String)]) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (var, value) in env {
+    // Sorted, so the result does not depend on the environment's order and a table
+    // (`TIDEMARK__UPSTREAMS__X`) is set before its keys (`..._X__URL`).
+    let mut vars: Vec<&(String, String)> =
+        env.iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    vars.sort();
+    for (var, value) in vars {
         let Some(path) = var.strip_prefix(PREFIX) else {
             continue;
         };
@@ -218,31 +223,26 @@ mod tests {
         let errors = apply_overrides(
             &mut d,
             &env(&[
-                ("TIDEMARK__ROUTES__7__MAX_WAIT", "2s"),
-                ("TIDEMARK__SERVER__LISTEN__PORT", "1"),
-                ("TIDEMARK__ROUTES__FIRST__NAME", "x"),
-                ("TIDEMARK__SERVER____LISTEN", "x"),
                 ("TIDEMARK__", "x"),
+                ("TIDEMARK__ROUTES__7__MAX_WAIT", "2s"),
+                ("TIDEMARK__ROUTES__FIRST__NAME", "x"),
+                ("TIDEMARK__SERVER__LISTEN__PORT", "1"),
+                ("TIDEMARK__SERVER____LISTEN", "x"),
             ]),
         );
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,
             [
-                "TIDEMARK__ROUTES__7__MAX_WAIT",
-                "TIDEMARK__SERVER__LISTEN__PORT",
-                "TIDEMARK__ROUTES__FIRST__NAME",
-                "TIDEMARK__SERVER____LISTEN",
                 "TIDEMARK__",
+                "TIDEMARK__ROUTES__7__MAX_WAIT",
+                "TIDEMARK__ROUTES__FIRST__NAME",
+                "TIDEMARK__SERVER__LISTEN__PORT",
+                "TIDEMARK__SERVER____LISTEN",
             ]
         );
         assert!(
-            errors[0].problem.contains("out of range"),
-            "{}",
-            errors[0].problem
-        );
-        assert!(
-            errors[1].problem.contains("server.listen"),
+            errors[1].problem.contains("out of range"),
             "{}",
             errors[1].problem
         );
@@ -251,5 +251,25 @@ mod tests {
             "{}",
             errors[2].problem
         );
+        assert!(
+            errors[3].problem.contains("server.listen"),
+            "{}",
+            errors[3].problem
+        );
+    }
+
+    #[test]
+    fn a_table_is_set_before_its_keys_whatever_the_order() {
+        let mut d = doc();
+        let errors = apply_overrides(
+            &mut d,
+            &env(&[
+                ("TIDEMARK__UPSTREAMS__NEW__TIMEOUT", "5s"),
+                ("TIDEMARK__UPSTREAMS__NEW", "{ url = \"http://a:1\" }"),
+            ]),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(d["upstreams"]["new"]["url"].as_str(), Some("http://a:1"));
+        assert_eq!(d["upstreams"]["new"]["timeout"].as_str(), Some("5s"));
     }
 }

@@ -29,11 +29,24 @@ pub enum Lenient<T> {
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = toml::Value::deserialize(deserializer)?;
-        Ok(match T::deserialize(value) {
-            Ok(v) => Lenient::Valid(v),
-            Err(e) => Lenient::Invalid {
-                message: e.message().to_string(),
-            },
+        let err = match T::deserialize(value.clone()) {
+            Ok(v) => return Ok(Lenient::Valid(v)),
+            Err(e) => e,
+        };
+        // A scalar where a string is expected (`kid = 2`, `max_wait = 300`, or an
+        // override `TIDEMARK__TOKEN__KID=2` read as TOML) is taken as its text, so
+        // the value's own check explains what is wrong, if anything.
+        if !value.is_table() && !value.is_array() && !value.is_str() {
+            let text = match &value {
+                toml::Value::Datetime(d) => d.to_string(),
+                other => other.to_string(),
+            };
+            if let Ok(v) = T::deserialize(toml::Value::String(text)) {
+                return Ok(Lenient::Valid(v));
+            }
+        }
+        Ok(Lenient::Invalid {
+            message: err.message().to_string(),
         })
     }
 }
@@ -312,11 +325,27 @@ mod tests {
 
     #[test]
     fn a_value_of_the_wrong_type_is_kept_not_fatal() {
-        let table: toml::Table = toml::from_str("listen = 8080\nmax_held_reads = 5").unwrap();
-        let server = RawServer::deserialize(table).unwrap();
-        assert!(
-            matches!(server.listen, Some(Lenient::Invalid { ref message }) if message.contains("integer"))
+        let text = "listen = [1]\nmax_held_reads = \"5\"\ntrusted_hops = 2";
+        let server = RawServer::deserialize(toml::from_str::<toml::Table>(text).unwrap()).unwrap();
+        let Some(Lenient::Invalid { message }) = &server.listen else {
+            panic!("{:?}", server.listen)
+        };
+        assert!(message.contains("sequence"), "{message}");
+        assert!(matches!(
+            server.max_held_reads,
+            Some(Lenient::Invalid { .. })
+        ));
+        assert_eq!(server.trusted_hops, Some(Lenient::Valid(2)));
+    }
+
+    #[test]
+    fn a_scalar_where_a_string_is_expected_is_taken_as_text() {
+        let text = "listen = 8080\ndrain_timeout = 1.5";
+        let server = RawServer::deserialize(toml::from_str::<toml::Table>(text).unwrap()).unwrap();
+        assert_eq!(server.listen, Some(Lenient::Valid("8080".to_string())));
+        assert_eq!(
+            server.drain_timeout,
+            Some(Lenient::Valid("1.5".to_string()))
         );
-        assert_eq!(server.max_held_reads, Some(Lenient::Valid(5)));
     }
 }

@@ -47,19 +47,30 @@ pub fn routes(
     // projection -> (upstream, key of the first read route using it)
     let mut readers: BTreeMap<String, (String, String)> = BTreeMap::new();
     for (i, raw) in raw.into_iter().enumerate() {
-        let Some(raw) = raw else { continue };
-        let Some(route) = route(errs, i, raw, names, &projections) else {
-            continue;
-        };
-        let key = route_key(i, Some(&route.name));
-        if let Some((_, first)) = seen_names.iter().find(|(n, _)| *n == route.name) {
+        let Some(mut raw) = raw else { continue };
+        let name_key = format!("{}.name", route_key(i, None));
+        if raw.name.is_none() {
             errs.push(
-                format!("{key}.name"),
-                format!("the name `{}` is also used by {first}", route.name),
-                "give every route its own name (it labels metrics and logs)",
+                &name_key,
+                "the route has no name",
+                "set `name = \"...\"` (it labels metrics and logs)",
             );
         }
-        seen_names.push((route.name.clone(), key.clone()));
+        let name = errs.field::<String>(&name_key, raw.name.take());
+        let key = route_key(i, name.as_deref());
+        if let Some(name) = &name {
+            if let Some((_, first)) = seen_names.iter().find(|(n, _)| n == name) {
+                errs.push(
+                    format!("{key}.name"),
+                    format!("the name `{name}` is also used by {first}"),
+                    "give every route its own name (it labels metrics and logs)",
+                );
+            }
+            seen_names.push((name.clone(), key.clone()));
+        }
+        let Some(route) = route(errs, i, name, raw, names, &projections) else {
+            continue;
+        };
         if let RouteKind::Read(read) = &route.kind {
             match readers.get(&read.projection) {
                 Some((up, first)) if *up != route.upstream => errs.push(
@@ -124,25 +135,15 @@ fn reference(errs: &mut Errors, key: &str, what: &str, name: &str, valid: &[Stri
 fn route(
     errs: &mut Errors,
     i: usize,
+    name: Option<String>,
     raw: RawRoute,
     names: &Names<'_>,
     projections: &BTreeMap<String, ProjectionConfig>,
 ) -> Option<RouteConfig> {
-    let unnamed = route_key(i, None);
-    let name = errs.field::<String>(&format!("{unnamed}.name"), raw.name);
     let p = route_key(i, name.as_deref());
     let k = |field: &str| format!("{p}.{field}");
-    match &name {
-        None => errs.push(
-            k("name"),
-            "the route has no name",
-            "set `name = \"...\"` (it labels metrics and logs)",
-        ),
-        Some(n) => {
-            if let Err(problem) = values::name(n) {
-                errs.problem(k("name"), problem);
-            }
-        }
+    if let Some(Err(problem)) = name.as_deref().map(values::name) {
+        errs.problem(k("name"), problem);
     }
     let kind = errs.field::<String>(&k("kind"), raw.kind);
     let kind = match kind.as_deref() {
