@@ -9,7 +9,9 @@ pub mod env;
 pub mod raw;
 pub mod validate;
 
+mod collect;
 mod describe;
+mod route_fields;
 mod routes;
 mod sections;
 mod token_section;

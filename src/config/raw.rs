@@ -57,43 +57,71 @@ pub type Field<T> = Option<Lenient<T>>;
 /// `[server]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawServer {
+    /// Client listener, `IP:PORT`. Default `127.0.0.1:8080`.
     pub listen: Field<String>,
+    /// Admin listener, `IP:PORT`. Default `127.0.0.1:9090`.
     pub admin_listen: Field<String>,
+    /// Reads held at once. Default 10000; at least 1.
     pub max_held_reads: Field<usize>,
+    /// Client connections at once. Default 10000; at least 1.
     pub max_connections: Field<usize>,
+    /// Duration. Default `10s`; above zero.
     pub header_read_timeout: Field<String>,
+    /// Trusted proxies in front. Default 0.
     pub trusted_hops: Field<usize>,
+    /// Duration. Default `10s`.
     pub drain_timeout: Field<String>,
+    /// Request headers accepted. Default 100; at least 1.
     pub max_headers: Field<usize>,
 }
 
 /// `[headers]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHeaders {
+    /// Header name. Default `consistency-token`.
     pub token: Field<String>,
+    /// Header name. Default `consistency-level`.
     pub level: Field<String>,
+    /// Header name. Default `write-position`.
     pub write_position: Field<String>,
+    /// Header name. Default `projection-checkpoint`.
     pub checkpoint: Field<String>,
+    /// Header name. Default `consistency-min-position`.
     pub min_position: Field<String>,
+    /// Header name. Default `consistency-source`.
     pub source: Field<String>,
 }
 
 /// `[token]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawToken {
+    /// `iss` claim. Default `tidemark`.
     pub issuer: Field<String>,
+    /// `HS256` (default) | `EdDSA` | `ES256`.
     pub algorithm: Field<String>,
+    /// Signing key id. Default `k1`.
     pub kid: Field<String>,
+    /// HS256: variable holding the secret. Default `TIDEMARK_SECRET`.
     pub secret_env: Field<String>,
+    /// HS256: file holding the secret (instead of `secret_env`).
     pub secret_file: Field<String>,
+    /// EdDSA/ES256: variable holding the PKCS#8 PEM signing key.
     pub private_key_env: Field<String>,
+    /// EdDSA/ES256: file holding the PKCS#8 PEM signing key.
     pub private_key_file: Field<String>,
+    /// EdDSA/ES256, optional: variable holding the public key PEM.
     pub public_key_env: Field<String>,
+    /// EdDSA/ES256, optional: file holding the public key PEM.
     pub public_key_file: Field<String>,
+    /// Duration. Default `1h`; above zero.
     pub ttl: Field<String>,
+    /// `reject` (default) | `ignore`.
     pub on_invalid: Field<String>,
+    /// Cookie name also carrying the token. Default: none.
     pub cookie: Field<String>,
+    /// Cookie `Secure` attribute. Default true.
     pub cookie_secure: Field<bool>,
+    /// Verify-only keys (rotation). Default: none.
     #[serde(default)]
     pub verify_keys: Vec<RawVerifyKey>,
 }
@@ -101,98 +129,149 @@ pub struct RawToken {
 /// `[[token.verify_keys]]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawVerifyKey {
+    /// Key id (required, unique in the ring).
     pub kid: Field<String>,
+    /// Default: the signing key's algorithm.
     pub algorithm: Field<String>,
+    /// HS256 secret variable (one source only).
     pub secret_env: Field<String>,
+    /// HS256 secret file (one source only).
     pub secret_file: Field<String>,
+    /// EdDSA/ES256 public key PEM variable (one source only).
     pub public_key_env: Field<String>,
+    /// EdDSA/ES256 public key PEM file (one source only).
     pub public_key_file: Field<String>,
 }
 
 /// `[admin]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAdmin {
+    /// Variable holding the admin bearer token; must be set when named. Default: no auth.
     pub token_env: Field<String>,
 }
 
 /// `[store]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawStore {
+    /// `memory` (default) | `redis`.
     pub backend: Field<String>,
+    /// Redis: one server (`redis://...`); exclusive with `cluster_urls`.
     pub redis_url: Field<String>,
+    /// Redis: cluster seed nodes; exclusive with `redis_url`.
     pub cluster_urls: Field<Vec<String>>,
+    /// Default `tidemark`.
     pub key_prefix: Field<String>,
+    /// Duration. Default `1s`.
     pub connect_timeout: Field<String>,
+    /// Duration. Default `500ms`.
     pub response_timeout: Field<String>,
+    /// Duration. Default `5s`.
     pub resync_interval: Field<String>,
 }
 
 /// `[cache]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCache {
+    /// Default 262144.
     pub max_body_bytes: Field<usize>,
+    /// Default 100000; at least 1.
     pub max_entries: Field<usize>,
 }
 
 /// `[upstreams.NAME]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawUpstream {
+    /// One instance (`default`); exclusive with `instances`.
     pub url: Field<String>,
+    /// Named instances; exclusive with `url`.
     pub instances: Field<BTreeMap<String, String>>,
+    /// Duration. Default `1s`.
     pub connect_timeout: Field<String>,
+    /// Duration to response headers. Default `30s`.
     pub timeout: Field<String>,
+    /// Duration. Default `90s`.
     pub pool_idle_timeout: Field<String>,
+    /// Default 64.
     pub pool_max_idle: Field<usize>,
 }
 
 /// `[projections.NAME]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawProjection {
+    /// Logs consumed (required, non-empty).
     pub logs: Field<Vec<String>>,
+    /// `push` | `redis` | `header` | `poll`. Default `["push"]`.
     pub sources: Field<Vec<String>>,
+    /// `poll`: URL for every instance; exclusive with `poll_urls`.
     pub poll_url: Field<String>,
+    /// `poll`: URL per instance; exclusive with `poll_url`.
     pub poll_urls: Field<BTreeMap<String, String>>,
+    /// Duration. Default `1s`.
     pub poll_interval: Field<String>,
+    /// Duration. Default `500ms`.
     pub poll_timeout: Field<String>,
 }
 
 /// `[[routes]]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
+    /// Unique route name (required).
     pub name: Field<String>,
+    /// `read` | `write` | `passthrough` (required).
     pub kind: Field<String>,
+    /// Default by kind (see [`super::RouteConfig::methods`]).
     pub methods: Field<Vec<String>>,
+    /// matchit pattern (required).
     pub path: Field<String>,
+    /// Upstream name (required).
     pub upstream: Field<String>,
+    /// Log of bare positions (read and write routes).
     pub default_log: Field<String>,
+    /// Read routes: projection name (required).
     pub projection: Field<String>,
+    /// Read routes: duration. Default `300ms`.
     pub max_wait: Field<String>,
+    /// Read routes: `primary` | `stale` | `error`.
     pub on_timeout: Field<String>,
+    /// Read routes: upstream for strong reads and timeouts.
     pub primary: Field<String>,
+    /// Read routes: duration. Default: no bound.
     pub staleness_budget: Field<String>,
+    /// Read routes. Default false.
     pub monotonic: Field<bool>,
+    /// Read and write routes: the write-through cache.
     pub cache: Option<RawRouteCache>,
 }
 
 /// A route's `cache = { key, ttl, scope }`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRouteCache {
+    /// Key template with the path's `{captures}` (required).
     pub key: Field<String>,
+    /// Duration. Default `30s`.
     pub ttl: Field<String>,
+    /// `session` (default) | `global`.
     pub scope: Field<String>,
 }
 
 /// The whole file, each section deserialized on its own (see [`super::sections`]).
-/// A section that could not be read at all (not a table) is `None`/absent here and
-/// already reported; its names are still in `upstream_names` etc. so references to
-/// it are not reported a second time as dangling.
+/// A section that could not be read at all (not a table) keeps its defaults here and
+/// is already reported; an upstream or projection that could not be read is still in
+/// `upstream_names` / `projection_names`, so references to it are not reported a
+/// second time as dangling.
 #[derive(Debug, Default)]
 pub struct RawConfig {
+    /// `[server]` (all defaults when absent).
     pub server: RawServer,
+    /// `[headers]`
     pub headers: RawHeaders,
+    /// `[token]`
     pub token: RawToken,
+    /// `[admin]`
     pub admin: RawAdmin,
+    /// `[store]`
     pub store: RawStore,
+    /// `[cache]`
     pub cache: RawCache,
     /// Upstreams that deserialized, by name.
     pub upstreams: BTreeMap<String, RawUpstream>,

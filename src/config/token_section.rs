@@ -312,3 +312,92 @@ fn verify_key(
         public_material: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    fn check(text: &str) -> (TokenConfig, Vec<String>) {
+        let raw = RawToken::deserialize(toml::from_str::<toml::Table>(text).unwrap()).unwrap();
+        let mut errs = Errors::default();
+        let token = token(&mut errs, raw);
+        (token, errs.0.into_iter().map(|e| e.key).collect())
+    }
+
+    #[test]
+    fn hs256_secret_from_a_file_or_the_default_variable() {
+        let (t, errs) = check("");
+        assert!(errs.is_empty());
+        assert_eq!(
+            t.signing.material,
+            KeyMaterial::Env(DEFAULT_SECRET_ENV.into())
+        );
+        let (t, errs) = check("secret_file = \"/run/s\"");
+        assert!(errs.is_empty());
+        assert_eq!(t.signing.material, KeyMaterial::File("/run/s".into()));
+        let (_, errs) = check("secret_file = \"/run/s\"\nsecret_env = \"S\"");
+        assert_eq!(errs, ["token.secret_file"]);
+    }
+
+    #[test]
+    fn key_sources_must_fit_the_algorithm() {
+        let (_, errs) = check("private_key_env = \"K\"");
+        assert_eq!(errs, ["token.private_key_env"]);
+        let (_, errs) = check("algorithm = \"EdDSA\"\nsecret_env = \"S\"");
+        assert_eq!(errs, ["token.secret_env", "token.private_key_env"]);
+        let (t, errs) =
+            check("algorithm = \"es256\"\nprivate_key_env = \"K\"\npublic_key_file = \"/p\"");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(t.signing.algorithm, TokenAlgorithm::Es256);
+        assert_eq!(
+            t.signing.public_material,
+            Some(KeyMaterial::File("/p".into()))
+        );
+    }
+
+    #[test]
+    fn verify_keys_need_one_fitting_source_and_their_own_kid() {
+        let (t, errs) = check(
+            "[[verify_keys]]\nkid = \"k0\"\nsecret_env = \"OLD\"\n\
+             [[verify_keys]]\nkid = \"k1\"\nsecret_env = \"OLDER\"\n\
+             [[verify_keys]]\nkid = \"e\"\nalgorithm = \"EdDSA\"\nsecret_env = \"X\"\n\
+             [[verify_keys]]\nsecret_env = \"Y\"\n",
+        );
+        assert_eq!(
+            t.verify_keys[0].algorithm,
+            TokenAlgorithm::Hs256,
+            "defaults to the signing algorithm"
+        );
+        assert_eq!(
+            errs,
+            [
+                "token.verify_keys[1].kid",
+                "token.verify_keys[2].secret_env",
+                "token.verify_keys[3].kid"
+            ]
+        );
+    }
+
+    #[test]
+    fn cookie_on_invalid_and_ttl() {
+        let (t, errs) =
+            check("cookie = \"tm\"\ncookie_secure = false\non_invalid = \"ignore\"\nttl = \"15m\"");
+        assert!(errs.is_empty(), "{errs:?}");
+        let cookie = t.cookie.unwrap();
+        assert_eq!((cookie.name.as_str(), cookie.secure), ("tm", false));
+        assert_eq!(t.on_invalid, OnInvalid::Ignore);
+        assert_eq!(t.ttl, Duration::from_secs(900));
+        let (_, errs) =
+            check("cookie = \"a b\"\non_invalid = \"drop\"\nttl = \"0s\"\nissuer = \"\"");
+        assert_eq!(
+            errs,
+            [
+                "token.issuer",
+                "token.on_invalid",
+                "token.cookie",
+                "token.ttl"
+            ]
+        );
+    }
+}
