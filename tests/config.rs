@@ -551,6 +551,17 @@ fn a_bad_override_names_the_variable_and_validation_still_runs() {
     assert!(got.contains(&"TIDEMARK__SERVER__LISTEN__HOST"), "{got:?}");
     assert!(got.contains(&"server.max_held_reads"), "{got:?}");
     assert_eq!(got.len(), 3);
+    let held = errs
+        .errors
+        .iter()
+        .find(|e| e.key == "server.max_held_reads")
+        .unwrap();
+    assert!(
+        held.problem
+            .ends_with("(set by `TIDEMARK__SERVER__MAX_HELD_READS`)"),
+        "{}",
+        held.problem
+    );
 }
 
 #[test]

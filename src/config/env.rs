@@ -41,6 +41,55 @@ pub fn apply_overrides(doc: &mut toml::Table, env: &[(String, String)]) -> Vec<C
     errors
 }
 
+/// Appends "(set by `TIDEMARK__...`)" to the problem of every error whose key an
+/// override set (or lies under), so a bad value is traced to its variable.
+pub fn mark_overridden(errors: &mut [ConfigError], env: &[(String, String)]) {
+    let overrides: Vec<(String, &str)> = env
+        .iter()
+        .filter_map(|(var, _)| {
+            let path = var.strip_prefix(PREFIX)?;
+            Some((
+                path.split("__")
+                    .map(str::to_lowercase)
+                    .collect::<Vec<_>>()
+                    .join("."),
+                var.as_str(),
+            ))
+        })
+        .collect();
+    for e in errors.iter_mut() {
+        let key = dotted(&e.key);
+        let hit = overrides.iter().find(|(path, _)| {
+            key == *path || key.starts_with(&format!("{path}.")) && !path.is_empty()
+        });
+        if let Some((_, var)) = hit {
+            e.problem.push_str(&format!(" (set by `{var}`)"));
+        }
+    }
+}
+
+/// An error key in override form: `routes[1] (read-user).max_wait` -> `routes.1.max_wait`.
+fn dotted(key: &str) -> String {
+    let mut out = String::new();
+    let mut rest = key;
+    while let Some(i) = rest.find(['[', ' ']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix('[') {
+            let end = t.find(']').unwrap_or(t.len());
+            out.push('.');
+            out.push_str(&t[..end]);
+            rest = t.get(end + 1..).unwrap_or("");
+        } else {
+            // ` (name)` after a route index
+            let end = tail.find(')').map_or(tail.len(), |j| j + 1);
+            rest = &tail[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The value as TOML if it parses as one, else as a string.
 pub fn parse_value(text: &str) -> toml::Value {
     let doc = format!("v = {text}");
@@ -256,6 +305,46 @@ mod tests {
             "{}",
             errors[3].problem
         );
+    }
+
+    #[test]
+    fn errors_under_an_overridden_key_name_the_variable() {
+        let mut errors = vec![
+            ConfigError {
+                key: "routes[1] (read-user).max_wait".into(),
+                problem: "bad".into(),
+                fix: String::new(),
+            },
+            ConfigError {
+                key: "upstreams.a.url".into(),
+                problem: "bad".into(),
+                fix: String::new(),
+            },
+            ConfigError {
+                key: "server.listen".into(),
+                problem: "bad".into(),
+                fix: String::new(),
+            },
+        ];
+        mark_overridden(
+            &mut errors,
+            &env(&[
+                ("TIDEMARK__ROUTES__1__MAX_WAIT", "x"),
+                ("TIDEMARK__UPSTREAMS__A", "{}"),
+                ("TIDEMARK__SERVER__LISTENER", "x"),
+            ]),
+        );
+        assert_eq!(
+            errors[0].problem,
+            "bad (set by `TIDEMARK__ROUTES__1__MAX_WAIT`)"
+        );
+        assert_eq!(errors[1].problem, "bad (set by `TIDEMARK__UPSTREAMS__A`)");
+        assert_eq!(errors[2].problem, "bad");
+        assert_eq!(
+            dotted("token.verify_keys[0].kid"),
+            "token.verify_keys.0.kid"
+        );
+        assert_eq!(dotted("routes[2]"), "routes.2");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn from_toml(
         routes::routes(&mut errs, raw.routes, &names, &upstreams, projections);
 
     if !errs.0.is_empty() {
+        env::mark_overridden(&mut errs.0, env);
         return Err(ConfigErrors {
             file: source,
             errors: errs.0,
@@ -86,9 +87,16 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
         .span()
         .map(|s| line_column(text, s.start))
         .unwrap_or((1, 1));
+    let at = e
+        .span()
+        .and_then(|s| text.get(s))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'))
+        .map(|t| format!(" (at `{t}`)"))
+        .unwrap_or_default();
     ConfigError {
         key: format!("line {line}, column {column}"),
-        problem: format!("TOML syntax error: {}", e.message().trim()),
+        problem: format!("TOML syntax error: {}{at}", e.message().trim()),
         fix: "correct the TOML syntax at that position (see config/example.toml)".into(),
     }
 }
@@ -332,6 +340,19 @@ mod tests {
         assert_eq!(err.errors.len(), 1);
         assert!(
             err.errors[0].key.starts_with("line 2, column"),
+            "{:?}",
+            err.errors[0]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_names_the_key() {
+        let err = from_toml("[server]\nlisten = \"a\"\nlisten = \"b\"\n", None, &[]).unwrap_err();
+        assert_eq!(err.errors[0].key, "line 3, column 1");
+        assert!(
+            err.errors[0]
+                .problem
+                .contains("duplicate key (at `listen`)"),
             "{:?}",
             err.errors[0]
         );
