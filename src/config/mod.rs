@@ -9,6 +9,15 @@ pub mod env;
 pub mod raw;
 pub mod validate;
 
+mod collect;
+mod describe;
+mod route_fields;
+mod routes;
+mod sections;
+mod token_section;
+mod upstreams;
+mod values;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
