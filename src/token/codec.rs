@@ -77,6 +77,10 @@ pub(super) fn split(token: &str) -> Result<Parts<'_>, TokenError> {
     if URL_SAFE_NO_PAD.decode(s).is_err() {
         return Err(malformed("signature is not base64url"));
     }
+    // serde would also read a struct from a JSON array; a JOSE header is an object.
+    if !is_json_object(&header_bytes) {
+        return Err(malformed("header is not a JSON object"));
+    }
     let header: WireHeader = serde_json::from_slice(&header_bytes)
         .map_err(|_| malformed("header is not a JSON object with a string `alg`"))?;
     if header.crit.is_some() {
@@ -90,6 +94,11 @@ pub(super) fn split(token: &str) -> Result<Parts<'_>, TokenError> {
         payload,
         signature: s,
     })
+}
+
+/// Whether `json` starts like an object (`{` after white space).
+fn is_json_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
 }
 
 impl KeyRing {
@@ -158,6 +167,9 @@ impl KeyRing {
 
     /// Issuer, expiry, then the types of the rest, on a payload whose signature held.
     fn check_claims(&self, payload: &[u8], now: SystemTime) -> Result<Claims, TokenError> {
+        if !is_json_object(payload) {
+            return Err(malformed("payload is not a JSON object"));
+        }
         let wire: WireClaims = match serde_json::from_slice(payload) {
             Ok(wire) => wire,
             Err(e) => return Err(self.explain_bad_claims(payload, now, &e)),
