@@ -1,1 +1,57 @@
-fn main() {}
+//! Token costs on the request path: every request with a token pays one `verify`,
+//! every write one `mint`. Goal: HS256 verify <= 3 us for a token with 3 logs.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tidemark::config::{KeyMaterial, KeySpec, OnInvalid, TokenAlgorithm, TokenConfig};
+use tidemark::position::PositionVector;
+use tidemark::token::{keygen, KeyRing};
+
+fn ring(algorithm: TokenAlgorithm, material: Vec<u8>) -> KeyRing {
+    KeyRing::from_config(&TokenConfig {
+        issuer: "tidemark".into(),
+        ttl: Duration::from_secs(3600),
+        on_invalid: OnInvalid::Reject,
+        cookie: None,
+        signing: KeySpec {
+            kid: "k1".into(),
+            algorithm,
+            material: KeyMaterial::Inline(material),
+            public_material: None,
+        },
+        verify_keys: vec![],
+    })
+    .expect("bench key ring loads")
+}
+
+fn bench(c: &mut Criterion) {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let pos = PositionVector::parse("users=1234567,orders=88812,billing=4242", None)
+        .expect("valid vector");
+    let sid = "Zm9vYmFyYmF6cXV4cXV1eA";
+
+    let hs = ring(
+        TokenAlgorithm::Hs256,
+        keygen(TokenAlgorithm::Hs256).into_bytes(),
+    );
+    let hs_token = hs.mint(sid, &pos, now);
+    c.bench_function("token/verify_hs256_3_logs", |b| {
+        b.iter(|| hs.verify(black_box(&hs_token), now).expect("verifies"))
+    });
+    c.bench_function("token/mint_hs256_3_logs", |b| {
+        b.iter(|| hs.mint(black_box(sid), black_box(&pos), now))
+    });
+
+    let ed = ring(
+        TokenAlgorithm::EdDsa,
+        keygen(TokenAlgorithm::EdDsa).into_bytes(),
+    );
+    let ed_token = ed.mint(sid, &pos, now);
+    c.bench_function("token/verify_eddsa_3_logs", |b| {
+        b.iter(|| ed.verify(black_box(&ed_token), now).expect("verifies"))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

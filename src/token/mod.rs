@@ -1,25 +1,41 @@
 //! Version tokens: signed JWTs carrying a session's causal frontier (SPEC "Token").
 //!
 //! A [`KeyRing`] holds one signing key and any number of verify-only keys by `kid`;
-//! the algorithm is always taken from the ring, never from the token. (Stub: the token
-//! helper fills in the bodies; the signatures are the contract other modules use.)
+//! the algorithm is always taken from the ring, never from the token.
+//!
+//! - [`keys`]: loading and checking keys ([`KeyRing::from_config`]).
+//! - `codec`: [`KeyRing::mint`] and [`KeyRing::verify`] (the JWT wire form).
+//! - `transport`: [`extract`] from a header or cookie, [`set_cookie`].
+//! - `cli`: [`keygen`] and [`inspect`] for `tidemark token ...`.
 
-use std::time::{Duration, SystemTime};
+mod cli;
+mod codec;
+pub mod keys;
+mod transport;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{TokenAlgorithm, TokenConfig};
 use crate::position::PositionVector;
 
-/// Tokens larger than this are refused before any parsing.
+pub use cli::{inspect, keygen};
+pub use codec::MAX_SID_LEN;
+pub use keys::{KeyRing, MIN_HS256_SECRET};
+pub use transport::{extract, set_cookie};
+
+/// Tokens larger than this are refused before any parsing (4 KiB, SPEC "Token"): a
+/// vector bounded by the configured logs fits easily, and a cap keeps headers small.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The claims of a version token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Issuer: `token.issuer` (default `tidemark`); other issuers are refused.
     pub iss: String,
+    /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
+    /// Expires at, seconds since the Unix epoch (`iat + token.ttl`).
     pub exp: u64,
     /// Random session id, kept across merges.
     pub sid: String,
@@ -31,20 +47,28 @@ pub struct Claims {
 /// `token.on_invalid`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Over [`MAX_TOKEN_BYTES`]; refused before any parsing.
     #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
     Oversize,
+    /// Not three base64url parts with a JSON header and payload.
     #[error("token is not a well-formed JWT: {0}")]
     Malformed(String),
+    /// Its `kid` names no key of the ring.
     #[error("token was signed with a key this gateway does not know (kid {0:?})")]
     UnknownKey(Option<String>),
+    /// Its `alg` is not the algorithm of the key its `kid` names (`none` included).
     #[error("token's algorithm does not match its key")]
     Algorithm,
+    /// The signature does not verify with the key its `kid` names.
     #[error("token signature does not verify")]
     Signature,
+    /// Signed, but `iss` is not this gateway's `token.issuer`.
     #[error("token was issued by {0:?}, not by this gateway")]
     Issuer(String),
+    /// `exp` is not after the time of the check.
     #[error("token has expired")]
     Expired,
+    /// A claim is missing or of the wrong type (`pos`, `sid`, `iat`, ...).
     #[error("token claims are invalid: {0}")]
     Claims(String),
 }
@@ -68,8 +92,10 @@ impl TokenError {
 /// A key could not be loaded at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key's environment variable is not set.
     #[error("key {kid:?}: environment variable {var} is not set; set it, or generate one with `tidemark token keygen`")]
     MissingEnv { kid: String, var: String },
+    /// The key's file could not be read.
     #[error("key {kid:?}: cannot read {path}: {source}")]
     File {
         kid: String,
@@ -77,82 +103,21 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    /// The material is not a usable key (too short, wrong PEM type, mismatched pair).
     #[error("key {kid:?}: {problem}")]
     Invalid { kid: String, problem: String },
+    /// Two keys of the ring have the same `kid`.
     #[error("two keys share kid {0:?}; every key needs its own kid")]
     DuplicateKid(String),
 }
 
-/// The signing key and every verifying key.
-pub struct KeyRing {
-    _private: (),
-}
-
-impl std::fmt::Debug for KeyRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").finish_non_exhaustive()
-    }
-}
-
-impl KeyRing {
-    /// Loads every key of `[token]` (from env vars or files) and checks it.
-    pub fn from_config(config: &TokenConfig) -> Result<KeyRing, KeyError> {
-        let _ = config;
-        todo!("token helper")
-    }
-
-    /// Signs a token for `sid` with frontier `pos`, issued `now`, expiring `now + ttl`.
-    pub fn mint(&self, sid: &str, pos: &PositionVector, now: SystemTime) -> String {
-        let _ = (sid, pos, now);
-        todo!("token helper")
-    }
-
-    /// Verifies size, structure, `kid`, algorithm, signature, issuer, expiry (against
-    /// `now`) and claim types, in that order.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
-        let _ = (token, now);
-        todo!("token helper")
-    }
-
-    /// The configured lifetime of minted tokens.
-    pub fn ttl(&self) -> Duration {
-        todo!("token helper")
-    }
-}
-
-/// A fresh random session id (128 bits, base64url).
+/// A fresh random session id: 128 random bits, base64url without padding (22 chars).
+///
+/// From the thread-local CSPRNG, so ids can't be guessed from one another.
 pub fn new_session_id() -> String {
-    todo!("token helper")
+    let bytes: [u8; 16] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The token a request carries: the header first, then the cookie named `cookie`.
-/// Returns the raw text (not yet verified).
-pub fn extract<'a>(
-    headers: &'a HeaderMap,
-    header: &HeaderName,
-    cookie: Option<&str>,
-) -> Option<&'a str> {
-    let _ = (headers, header, cookie);
-    todo!("token helper")
-}
-
-/// A `Set-Cookie` value for `token`: `HttpOnly; SameSite=Lax; Path=/; Max-Age=ttl`
-/// and `Secure` when asked.
-pub fn set_cookie(name: &str, token: &str, secure: bool, ttl: Duration) -> HeaderValue {
-    let _ = (name, token, secure, ttl);
-    todo!("token helper")
-}
-
-/// New key material for `tidemark token keygen`, printable: an HS256 secret, or a
-/// PKCS#8 private key PEM followed by its public key PEM.
-pub fn keygen(alg: TokenAlgorithm) -> String {
-    let _ = alg;
-    todo!("token helper")
-}
-
-/// A human-readable account of a token for `tidemark token inspect`: header, claims,
-/// and whether it verified with `ring` (or that it was only decoded).
-pub fn inspect(token: &str, ring: Option<&KeyRing>, now: SystemTime) -> String {
-    let _ = (token, ring, now);
-    todo!("token helper")
-}
+#[cfg(test)]
+mod tests;
