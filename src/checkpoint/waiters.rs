@@ -34,10 +34,10 @@ pub(crate) fn covered(cp: &[Option<u64>], required: &[(u32, u64)]) -> bool {
 /// The first `(log, position)` of `required` that `cp` does not reach.
 fn first_uncovered(cp: &[Option<u64>], required: &[(u32, u64)]) -> Option<(u32, u64)> {
     required.iter().copied().find(|&(log, pos)| {
-        !cp.get(log as usize)
+        cp.get(log as usize)
             .copied()
             .flatten()
-            .is_some_and(|c| c >= pos)
+            .is_none_or(|c| c < pos)
     })
 }
 
