@@ -346,205 +346,35 @@ mod tests {
 
     #[test]
     fn every_branch_of_the_read_path() {
+        #[rustfmt::skip]
         let cases = [
-            Case {
-                name: "eventual: least outstanding, no wait",
-                level: Eventual,
-                instances: &[("", 3), ("", 1)],
-                want: fwd(1),
-                ..BASE
-            },
-            Case {
-                name: "eventual never holds nor looks up",
-                level: Eventual,
-                cache: NotChecked,
-                timed_out: true,
-                want: fwd(0),
-                ..BASE
-            },
-            Case {
-                name: "strong with a primary",
-                level: Strong,
-                instances: &[("users=99", 0)],
-                want: Primary,
-                ..BASE
-            },
-            Case {
-                name: "strong without a primary",
-                level: Strong,
-                has_primary: false,
-                want: NoPrimary,
-                ..BASE
-            },
-            Case {
-                name: "nothing required",
-                token: "",
-                instances: &[("", 2), ("", 1)],
-                want: fwd(1),
-                ..BASE
-            },
-            Case {
-                name: "both cover: the idler",
-                instances: &[("users=10", 2), ("users=12", 1)],
-                want: fwd(1),
-                ..BASE
-            },
-            Case {
-                name: "only the busier one covers",
-                instances: &[("users=10", 9), ("users=9", 0)],
-                want: fwd(0),
-                ..BASE
-            },
-            Case {
-                name: "multi-log: one instance must cover every log",
-                token: "users=10,orders=4",
-                instances: &[("users=10,orders=3", 0), ("users=10,orders=4", 5)],
-                want: fwd(1),
-                ..BASE
-            },
-            Case {
-                name: "multi-log: split coverage is no coverage",
-                token: "users=10,orders=4",
-                instances: &[("users=10", 0), ("orders=4", 0)],
-                want: Hold,
-                ..BASE
-            },
-            Case {
-                name: "budget adds to the token's requirement",
-                token: "users=10",
-                required: "users=20",
-                instances: &[("users=15", 0)],
-                cache: Miss,
-                want: Hold,
-                ..BASE
-            },
-            Case {
-                name: "cache not looked up yet",
-                cache: NotChecked,
-                want: LookupCache,
-                ..BASE
-            },
-            Case {
-                name: "cache hit",
-                cache: Hit,
-                want: AnswerFromCache,
-                ..BASE
-            },
-            Case {
-                name: "cache miss: hold",
-                cache: Miss,
-                want: Hold,
-                ..BASE
-            },
-            Case {
-                name: "no cache: hold",
-                want: Hold,
-                ..BASE
-            },
-            Case {
-                name: "budget-only requirement skips the cache",
-                token: "",
-                required: "users=10",
-                cache: NotChecked,
-                want: Hold,
-                ..BASE
-            },
-            Case {
-                name: "covered beats the timeout",
-                timed_out: true,
-                instances: &[("users=10", 0)],
-                want: fwd(0),
-                ..BASE
-            },
-            Case {
-                name: "cache hit beats the timeout",
-                timed_out: true,
-                cache: Hit,
-                want: AnswerFromCache,
-                ..BASE
-            },
-            Case {
-                name: "timeout -> primary",
-                timed_out: true,
-                on_timeout: OnTimeout::Primary,
-                want: Primary,
-                ..BASE
-            },
-            Case {
-                name: "timeout -> primary, none configured",
-                timed_out: true,
-                on_timeout: OnTimeout::Primary,
-                has_primary: false,
-                want: NoPrimary,
-                ..BASE
-            },
-            Case {
-                name: "timeout -> error",
-                timed_out: true,
-                on_timeout: OnTimeout::Error,
-                want: TimedOut,
-                ..BASE
-            },
-            Case {
-                name: "timeout -> stale: the freshest",
-                timed_out: true,
-                on_timeout: OnTimeout::Stale,
-                want: stale(1),
-                ..BASE
-            },
-            Case {
-                name: "stale: most logs covered first",
-                token: "users=10,orders=10",
-                timed_out: true,
-                on_timeout: OnTimeout::Stale,
-                instances: &[("users=9,orders=9", 0), ("users=10,orders=0", 0)],
-                want: stale(1),
-                ..BASE
-            },
-            Case {
-                name: "stale: then the larger sum",
-                token: "users=10,orders=10",
-                timed_out: true,
-                on_timeout: OnTimeout::Stale,
-                instances: &[
-                    ("users=10,orders=2", 0),
-                    ("users=10,orders=5", 0),
-                    ("users=99", 0),
-                ],
-                want: stale(1),
-                ..BASE
-            },
-            Case {
-                name: "stale: sum counts no more than required",
-                token: "users=10,orders=10",
-                timed_out: true,
-                on_timeout: OnTimeout::Stale,
-                instances: &[("users=9000,orders=1", 0), ("users=10,orders=9", 0)],
-                want: stale(1),
-                ..BASE
-            },
-            Case {
-                name: "stale: equal freshness -> least outstanding",
-                timed_out: true,
-                on_timeout: OnTimeout::Stale,
-                instances: &[("users=5", 4), ("users=5", 1), ("users=5", 3)],
-                want: stale(1),
-                ..BASE
-            },
-            Case {
-                name: "no instances: primary",
-                instances: &[],
-                want: Primary,
-                ..BASE
-            },
-            Case {
-                name: "no instances, no primary",
-                level: Eventual,
-                instances: &[],
-                has_primary: false,
-                want: NoPrimary,
-                ..BASE
-            },
+            Case { name: "eventual: least outstanding, no wait", level: Eventual, instances: &[("", 3), ("", 1)], want: fwd(1), ..BASE },
+            Case { name: "eventual never holds nor looks up", level: Eventual, cache: NotChecked, timed_out: true, want: fwd(0), ..BASE },
+            Case { name: "strong with a primary", level: Strong, instances: &[("users=99", 0)], want: Primary, ..BASE },
+            Case { name: "strong without a primary", level: Strong, has_primary: false, want: NoPrimary, ..BASE },
+            Case { name: "nothing required", token: "", instances: &[("", 2), ("", 1)], want: fwd(1), ..BASE },
+            Case { name: "both cover: the idler", instances: &[("users=10", 2), ("users=12", 1)], want: fwd(1), ..BASE },
+            Case { name: "only the busier one covers", instances: &[("users=10", 9), ("users=9", 0)], want: fwd(0), ..BASE },
+            Case { name: "multi-log: one instance must cover every log", token: "users=10,orders=4", instances: &[("users=10,orders=3", 0), ("users=10,orders=4", 5)], want: fwd(1), ..BASE },
+            Case { name: "multi-log: split coverage is no coverage", token: "users=10,orders=4", instances: &[("users=10", 0), ("orders=4", 0)], want: Hold, ..BASE },
+            Case { name: "budget adds to the token's requirement", token: "users=10", required: "users=20", instances: &[("users=15", 0)], cache: Miss, want: Hold, ..BASE },
+            Case { name: "cache not looked up yet", cache: NotChecked, want: LookupCache, ..BASE },
+            Case { name: "cache hit", cache: Hit, want: AnswerFromCache, ..BASE },
+            Case { name: "cache miss: hold", cache: Miss, want: Hold, ..BASE },
+            Case { name: "no cache: hold", want: Hold, ..BASE },
+            Case { name: "budget-only requirement skips the cache", token: "", required: "users=10", cache: NotChecked, want: Hold, ..BASE },
+            Case { name: "covered beats the timeout", timed_out: true, instances: &[("users=10", 0)], want: fwd(0), ..BASE },
+            Case { name: "cache hit beats the timeout", timed_out: true, cache: Hit, want: AnswerFromCache, ..BASE },
+            Case { name: "timeout -> primary", timed_out: true, on_timeout: OnTimeout::Primary, want: Primary, ..BASE },
+            Case { name: "timeout -> primary, none configured", timed_out: true, on_timeout: OnTimeout::Primary, has_primary: false, want: NoPrimary, ..BASE },
+            Case { name: "timeout -> error", timed_out: true, on_timeout: OnTimeout::Error, want: TimedOut, ..BASE },
+            Case { name: "timeout -> stale: the freshest", timed_out: true, on_timeout: OnTimeout::Stale, want: stale(1), ..BASE },
+            Case { name: "stale: most logs covered first", token: "users=10,orders=10", timed_out: true, on_timeout: OnTimeout::Stale, instances: &[("users=9,orders=9", 0), ("users=10,orders=0", 0)], want: stale(1), ..BASE },
+            Case { name: "stale: then the larger sum", token: "users=10,orders=10", timed_out: true, on_timeout: OnTimeout::Stale, instances: &[("users=10,orders=2", 0), ("users=10,orders=5", 0), ("users=99", 0)], want: stale(1), ..BASE },
+            Case { name: "stale: sum counts no more than required", token: "users=10,orders=10", timed_out: true, on_timeout: OnTimeout::Stale, instances: &[("users=9000,orders=1", 0), ("users=10,orders=9", 0)], want: stale(1), ..BASE },
+            Case { name: "stale: equal freshness -> least outstanding", timed_out: true, on_timeout: OnTimeout::Stale, instances: &[("users=5", 4), ("users=5", 1), ("users=5", 3)], want: stale(1), ..BASE },
+            Case { name: "no instances: primary", instances: &[], want: Primary, ..BASE },
+            Case { name: "no instances, no primary", level: Eventual, instances: &[], has_primary: false, want: NoPrimary, ..BASE },
         ];
         for case in &cases {
             assert_eq!(run(case), case.want, "{}", case.name);

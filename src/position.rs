@@ -32,7 +32,9 @@ pub enum PositionError {
     Duplicate(String),
     #[error("`{0}` is not a valid log name: use up to 128 characters without `,`, `=`, quotes or white space")]
     BadLogName(String),
-    #[error("bare position `{0}` given but no default log is configured for it; write it as `log={0}`")]
+    #[error(
+        "bare position `{0}` given but no default log is configured for it; write it as `log={0}`"
+    )]
     NoDefaultLog(String),
 }
 
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn parses_text_form_with_whitespace_and_default_log() {
-        assert_eq!(v(" users = 1234 , orders=88 ").to_string(), "orders=88,users=1234");
+        assert_eq!(
+            v(" users = 1234 , orders=88 ").to_string(),
+            "orders=88,users=1234"
+        );
         let bare = PositionVector::parse("1234", Some("users")).unwrap();
         assert_eq!(bare, v("users=1234"));
         let mixed = PositionVector::parse("5, orders=2", Some("users")).unwrap();
@@ -222,7 +227,10 @@ mod tests {
             ("users=-1", BadNumber("-1".into())),
             ("users=+1", BadNumber("+1".into())),
             ("users=1.5", BadNumber("1.5".into())),
-            ("users=18446744073709551616", BadNumber("18446744073709551616".into())),
+            (
+                "users=18446744073709551616",
+                BadNumber("18446744073709551616".into()),
+            ),
             ("users=1,users=2", Duplicate("users".into())),
             ("", Empty),
             ("  ", Empty),
@@ -232,7 +240,11 @@ mod tests {
             ("us ers=1", BadLogName("us ers".into())),
         ];
         for (text, want) in cases {
-            assert_eq!(&PositionVector::parse(text, None).unwrap_err(), want, "{text:?}");
+            assert_eq!(
+                &PositionVector::parse(text, None).unwrap_err(),
+                want,
+                "{text:?}"
+            );
         }
         assert!(PositionVector::parse("users=1,", Some("users")).is_err());
     }
@@ -247,7 +259,10 @@ mod tests {
 
     #[test]
     fn restrict_keeps_only_named_logs() {
-        assert_eq!(v("users=5,orders=1").restrict(&["users", "x"]), v("users=5"));
+        assert_eq!(
+            v("users=5,orders=1").restrict(&["users", "x"]),
+            v("users=5")
+        );
         assert!(v("orders=1").restrict(&["users"]).is_empty());
     }
 

@@ -378,7 +378,10 @@ fn render_errors(file: Option<&std::path::Path>, errors: &[ConfigError]) -> Stri
         .unwrap_or_else(|| "<config>".to_string());
     let mut out = format!("{} error(s) in {file}:", errors.len());
     for e in errors {
-        out.push_str(&format!("\n  {file}: `{}`: {}; fix: {}", e.key, e.problem, e.fix));
+        out.push_str(&format!(
+            "\n  {file}: `{}`: {}; fix: {}",
+            e.key, e.problem, e.fix
+        ));
     }
     out
 }
