@@ -380,3 +380,66 @@ async fn eta_comes_from_the_catch_up_rate_of_the_best_instance() {
         "a stalled rate is no rate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waits_and_applies_lose_no_wake() {
+    use rand::{Rng, SeedableRng};
+    let p = projection(&["users", "orders"], &["a", "b"]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        let required = v(&format!(
+            "users={},orders={}",
+            rng.gen_range(0..200u64),
+            rng.gen_range(0..200u64)
+        ));
+        let p = Arc::clone(&p);
+        tasks.push(tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let instance = match p.wait_for(&required) {
+                Wait::Ready(i) => i,
+                Wait::Pending(w) => w.await,
+            };
+            let covers = p.checkpoints()[instance].covers(&required);
+            (instance, covers)
+        }));
+    }
+    let applier = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            for step in 0..=200u64 {
+                let instance = rng.gen_range(0..2usize);
+                let log = if rng.gen_bool(0.5) { "users" } else { "orders" };
+                p.apply(
+                    Some(instance),
+                    &v(&format!("{log}={step}")),
+                    SourceKind::Push,
+                    Instant::now(),
+                );
+                tokio::task::yield_now().await;
+            }
+            p.apply(
+                None,
+                &v("users=200,orders=200"),
+                SourceKind::Push,
+                Instant::now(),
+            );
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), applier)
+        .await
+        .expect("applier finished")
+        .expect("applier");
+    for task in tasks {
+        let (instance, covers) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("every waiter released")
+            .expect("waiter task");
+        assert!(
+            covers,
+            "instance {instance} released a read it does not cover"
+        );
+    }
+    assert_eq!((p.waiting(), p.waiter_entries()), (0, 0));
+}
