@@ -173,6 +173,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     Ok(())
 }
 
+/// The `version` of a user JSON body.
+fn version(text: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(text).ok()?["version"].as_u64()
+}
+
 async fn call(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     method: Method,
