@@ -109,3 +109,76 @@ async fn a_checkpoint_releases_the_held_read_the_instant_it_arrives() {
     assert_eq!(resp.status(), 502);
     assert_eq!(registry.held_total(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_staleness_budget_keeps_lagging_instances_from_serving_even_without_a_token() {
+    let port = common::closed_port();
+    let toml = format!(
+        r#"
+[upstreams.view]
+url = "http://127.0.0.1:{port}"
+[projections.users]
+logs = ["users"]
+[[routes]]
+name = "read"
+kind = "read"
+path = "/users/{{id}}"
+upstream = "view"
+projection = "users"
+max_wait = "40ms"
+on_timeout = "error"
+staleness_budget = "100ms"
+"#
+    );
+    let config = Arc::new(common::config(&toml, &[]));
+    let registry = Arc::new(Registry::new(&config));
+    let gw = Arc::new(
+        Gateway::new(
+            config,
+            registry.clone(),
+            Cache::Memory(MemoryCache::new(16)),
+            None,
+        )
+        .unwrap(),
+    );
+    let tokenless = || {
+        Request::get("/users/1")
+            .body(tidemark::proxy::empty())
+            .unwrap()
+    };
+    let users = registry.get("users").unwrap();
+    // The gateway saw a write reach users=7; the instance has not applied it.
+    users.record_write(
+        &PositionVector::parse("users=7", None).unwrap(),
+        Instant::now(),
+    );
+
+    // 50 ms later the instance is 50 ms behind: within budget, forwarded at once (the
+    // upstream is down here, so forwarding shows as a 502).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let resp = gw.clone().handle_request(tokenless(), PEER).await;
+    assert_eq!(
+        (resp.status().as_u16(), started.elapsed()),
+        (502, Duration::ZERO)
+    );
+
+    // 150 ms after the write it is over budget: held, then the timeout action.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let resp = gw.clone().handle_request(tokenless(), PEER).await;
+    assert_eq!(
+        (resp.status().as_u16(), started.elapsed()),
+        (503, Duration::from_millis(40))
+    );
+
+    // Once it applies the write it serves again.
+    users.apply(
+        None,
+        &PositionVector::parse("users=7", None).unwrap(),
+        SourceKind::Push,
+        Instant::now(),
+    );
+    let resp = gw.clone().handle_request(tokenless(), PEER).await;
+    assert_eq!(resp.status(), 502);
+}

@@ -37,7 +37,7 @@ pub struct Gateway {
     pub store: Option<Arc<RedisStore>>,
     /// Logs a token may carry: those of the projections and the routes' default logs.
     /// Keeps tokens bounded whatever an upstream reports.
-    known_logs: BTreeSet<String>,
+    known_logs: Vec<String>,
     /// Headers only an upstream may send, removed from client requests.
     upstream_only: Vec<HeaderName>,
     /// Headers removed from upstream responses before the client sees them.
@@ -90,7 +90,7 @@ impl Gateway {
             upstreams,
             cache,
             store,
-            known_logs,
+            known_logs: known_logs.into_iter().collect(),
             upstream_only,
             internal_response,
         })

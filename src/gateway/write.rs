@@ -97,8 +97,7 @@ impl Gateway {
             });
         match parsed {
             Ok(pos) => {
-                let known: Vec<&String> = self.known_logs.iter().collect();
-                let kept = pos.restrict(&known);
+                let kept = pos.restrict(&self.known_logs);
                 if kept.len() < pos.len() {
                     tracing::warn!(route = %ctx.route.name, position = %pos, "write position names logs no projection consumes; they are dropped from the token");
                 }
