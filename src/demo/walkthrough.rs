@@ -107,6 +107,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         Some(body),
     )
     .await?;
+    let written = version(&text);
     let token = headers
         .get("consistency-token")
         .and_then(|v| v.to_str().ok())
@@ -146,6 +147,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             .unwrap_or("-")
             .to_string()
     };
+    if written.is_none() || version(&text) < written {
+        return Err(format!(
+            "the gateway answered a stale read ({status} {text}) after writing version {written:?}"
+        )
+        .into());
+    }
     println!("   -> {status} {text}");
     println!(
         "   -> Consistency-Source: {}, Server-Timing: {} (answered after {:?})\n",

@@ -221,6 +221,22 @@ impl Gateway {
         headers::strip(headers, &self.internal_response);
     }
 
+    /// Counts a finished request in `tidemark_requests_total` and passes its result on.
+    fn counted(
+        &self,
+        route: &str,
+        kind: &'static str,
+        source: &'static str,
+        result: Result<Response<Body>, GatewayError>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => kind, "source" => source, "status" => status_class(status)).increment(1);
+        result
+    }
+
     fn upstream(&self, name: &str) -> Result<&Arc<Upstream>, GatewayError> {
         self.upstreams
             .get(name)

@@ -5,7 +5,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::{status_class, Gateway, RequestCtx};
+use super::{Gateway, RequestCtx};
 use crate::error::GatewayError;
 use crate::proxy::{headers, Body};
 
@@ -32,12 +32,7 @@ impl Gateway {
         let result = upstream
             .send(instance, Request::from_parts(parts, body))
             .await;
-        let status = match &result {
-            Ok(r) => r.status(),
-            Err(e) => e.status(),
-        };
-        metrics::counter!("tidemark_requests_total", "route" => ctx.route.name.clone(), "kind" => "passthrough", "source" => "", "status" => status_class(status)).increment(1);
-        let mut resp = result?;
+        let mut resp = self.counted(&ctx.route.name, "passthrough", "", result)?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         self.prepare_response(resp.headers_mut(), switching);
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

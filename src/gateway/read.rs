@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{HeaderName, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use super::{status_class, Gateway, RequestCtx};
+use super::{Gateway, RequestCtx};
 use crate::cache::CachedResponse;
 use crate::checkpoint::{Projection, Wait};
 use crate::config::{ReadRoute, SourceKind};
@@ -69,10 +69,7 @@ impl Gateway {
             .record(held.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
-            Err(e) => {
-                metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => "read", "source" => "", "status" => status_class(e.status())).increment(1);
-                return Err(e);
-            }
+            Err(e) => return self.counted(route, "read", "", Err(e)),
         };
 
         let token_required = claims
@@ -92,7 +89,7 @@ impl Gateway {
                 self.prepare_request(&mut parts, ctx.peer, false);
                 let i = primary.pick();
                 let result = primary.send(i, Request::from_parts(parts, body)).await;
-                let resp = self.count_read(route, Source::Primary, result)?;
+                let resp = self.counted(route, "read", Source::Primary.as_str(), result)?;
                 (Source::Primary, resp, None)
             }
             Answer::Instance(i, source) => {
@@ -105,7 +102,7 @@ impl Gateway {
                     }
                 }
                 let result = upstream.send(i, Request::from_parts(parts, body)).await;
-                let resp = self.count_read(route, source, result)?;
+                let resp = self.counted(route, "read", source.as_str(), result)?;
                 self.learn_from_response(ctx, &projection, i, resp.headers());
                 let cp = projection.checkpoints().swap_remove(i);
                 (source, resp, Some(cp))
@@ -290,20 +287,6 @@ impl Gateway {
 
     fn count_timeout(&self, ctx: RequestCtx<'_>, action: &'static str) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
-    }
-
-    fn count_read(
-        &self,
-        route: &str,
-        source: Source,
-        result: Result<Response<Body>, GatewayError>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let status = match &result {
-            Ok(r) => r.status(),
-            Err(e) => e.status(),
-        };
-        metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => "read", "source" => source.as_str(), "status" => status_class(status)).increment(1);
-        result
     }
 
     /// The `header` checkpoint source: `Projection-Checkpoint` on a read response.

@@ -9,7 +9,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use tokio::time::Instant;
 
-use super::{content_type, status_class, Gateway, RequestCtx};
+use super::{content_type, Gateway, RequestCtx};
 use crate::cache::CachedResponse;
 use crate::config::{RouteCache, SourceKind};
 use crate::error::GatewayError;
@@ -31,12 +31,7 @@ impl Gateway {
         let result = upstream
             .send(instance, Request::from_parts(parts, body))
             .await;
-        let status = match &result {
-            Ok(r) => r.status(),
-            Err(e) => e.status(),
-        };
-        metrics::counter!("tidemark_requests_total", "route" => ctx.route.name.clone(), "kind" => "write", "source" => "", "status" => status_class(status)).increment(1);
-        let resp = result?;
+        let resp = self.counted(&ctx.route.name, "write", "", result)?;
         let (mut head, body) = resp.into_parts();
         let reported = head
             .headers

@@ -48,21 +48,7 @@ pub struct TestGateway {
 impl TestGateway {
     pub async fn start(config: Config) -> TestGateway {
         let listeners = Listeners::bind(&config).await.expect("bind 127.0.0.1:0");
-        let proxy = listeners.proxy_addr().unwrap();
-        let admin = listeners.admin_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            tidemark::serve(config, listeners, token)
-                .await
-                .expect("gateway runs");
-        });
-        TestGateway {
-            proxy,
-            admin,
-            shutdown,
-            handle: Some(handle),
-        }
+        TestGateway::start_on(config, listeners).await
     }
 
     pub fn url(&self, path: &str) -> String {
