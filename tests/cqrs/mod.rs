@@ -20,6 +20,11 @@ pub struct Setup {
     pub server: String,
     /// Give the routes the write-through cache (`user:{id}`).
     pub cache: bool,
+    /// Keys of the `[store]` section (empty: the embedded memory store).
+    pub store: String,
+    /// How many gateways run this config (at least 1). The first is
+    /// [`Stack::gateway`] (the push target); the rest are [`Stack::others`].
+    pub gateways: usize,
 }
 
 impl Default for Setup {
@@ -32,12 +37,16 @@ impl Default for Setup {
                 .into(),
             server: String::new(),
             cache: true,
+            store: String::new(),
+            gateways: 1,
         }
     }
 }
 
 pub struct Stack {
     pub gateway: TestGateway,
+    /// Further gateways on the same config (`Setup::gateways - 1` of them).
+    pub others: Vec<TestGateway>,
     pub backend: Backend,
     shutdown: CancellationToken,
 }
@@ -92,6 +101,8 @@ pub async fn start(setup: Setup) -> Stack {
         r#"
 [server]
 {server}
+[store]
+{store}
 [upstreams.commands]
 url = "http://{cmd}"
 [upstreams.view]
@@ -117,6 +128,7 @@ projection = "users"
 {read_route}
 "#,
         server = setup.server,
+        store = setup.store,
         cmd = backend.command_addr,
         instances = instances.join(", "),
         sources = setup.sources,
@@ -133,8 +145,13 @@ projection = "users"
         },
     );
     let gateway = TestGateway::start_on(config(&toml, &[]), listeners).await;
+    let mut others = Vec::new();
+    for _ in 1..setup.gateways {
+        others.push(TestGateway::start(config(&toml, &[])).await);
+    }
     Stack {
         gateway,
+        others,
         backend,
         shutdown,
     }
