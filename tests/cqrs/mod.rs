@@ -20,6 +20,9 @@ pub struct Setup {
     pub server: String,
     /// Give the routes the write-through cache (`user:{id}`).
     pub cache: bool,
+    /// Extra keys of the write route (e.g. a `cache` of its own while `cache` is off,
+    /// so writes fill the cache that reads never consult).
+    pub write_route: String,
     /// Keys of the `[store]` section (empty: the embedded memory store).
     pub store: String,
     /// How many gateways run this config (at least 1). The first is
@@ -37,6 +40,7 @@ impl Default for Setup {
                 .into(),
             server: String::new(),
             cache: true,
+            write_route: String::new(),
             store: String::new(),
             gateways: 1,
         }
@@ -118,6 +122,7 @@ path = "/users/{{id}}"
 upstream = "commands"
 default_log = "users"
 {write_cache}
+{write_route}
 [[routes]]
 name = "read-user"
 kind = "read"
@@ -129,6 +134,7 @@ projection = "users"
 "#,
         server = setup.server,
         store = setup.store,
+        write_route = setup.write_route,
         cmd = backend.command_addr,
         instances = instances.join(", "),
         sources = setup.sources,
