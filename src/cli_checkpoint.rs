@@ -82,12 +82,17 @@ pub fn push_url(push: &CheckpointPush) -> Result<Uri, PushError> {
         url: push.admin.clone(),
         reason: reason.to_owned(),
     };
-    let base = push.admin.trim().trim_end_matches('/');
-    let base = match base.split_once("://") {
-        None => format!("http://{base}"),
-        Some(("http", _)) => base.to_owned(),
+    let admin = push.admin.trim();
+    let rest = match admin.split_once("://") {
+        None => admin,
+        Some(("http", rest)) => rest,
         Some((scheme, _)) => return Err(bad(&format!("scheme `{scheme}` is not supported"))),
     };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err(bad("no host"));
+    }
+    let base = format!("http://{rest}");
     let mut url = format!(
         "{base}/projections/{}/checkpoint",
         encode_component(&push.projection)
