@@ -12,12 +12,14 @@
 //! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
 //! - [`store`]: shared state in Redis.
 //! - [`admin`]: the admin listener.
+//! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
 //! - [`error`]: errors -> problem+json.
 //! - [`demo`]: the example backend behind `tidemark demo`, tests and load tests.
 
 pub mod admin;
 pub mod cache;
 pub mod checkpoint;
+pub mod cli_checkpoint;
 pub mod config;
 pub mod demo;
 pub mod error;

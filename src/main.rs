@@ -56,6 +56,32 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Projection checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Report a projection's checkpoint to a gateway's admin API (exit 0 on 204).
+    Push {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// The projection, as in `[projections.NAME]`.
+        #[arg(long)]
+        projection: String,
+        /// One instance of the projection (default: every instance).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Variable holding the admin bearer token (the gateway's `admin.token_env`).
+        #[arg(long)]
+        token_env: Option<String>,
+        /// The checkpoint: `users=1234,orders=88`, or `1234` for a one-log projection.
+        position: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +192,36 @@ fn main() -> ExitCode {
                 tidemark::token::inspect(&token, ring.as_ref(), SystemTime::now())
             );
             ExitCode::SUCCESS
+        }
+        Command::Checkpoint {
+            command:
+                CheckpointCommand::Push {
+                    admin,
+                    projection,
+                    instance,
+                    token_env,
+                    position,
+                },
+        } => {
+            use tidemark::cli_checkpoint as cp;
+            let push = async {
+                let token = token_env.as_deref().map(cp::token_from_env).transpose()?;
+                let push = cp::CheckpointPush {
+                    admin,
+                    projection,
+                    instance,
+                    token,
+                    position,
+                };
+                cp::push(&push).await
+            };
+            match runtime().block_on(push) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tidemark checkpoint push: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -158,9 +158,10 @@ impl Gateway {
         crate::proxy::full(body_bytes)
     }
 
-    /// Counts a store failure; the Redis backend logs once per burst itself.
+    /// Notes a store failure at `debug`. The Redis backend has already counted it in
+    /// `tidemark_store_errors_total{op}` and logged it once per burst; counting here
+    /// too would count every failure twice.
     pub(super) fn store_error(&self, op: &'static str, error: &crate::store::StoreError) {
-        metrics::counter!("tidemark_store_errors_total", "op" => op).increment(1);
         tracing::debug!(op, %error, "store operation failed");
     }
 

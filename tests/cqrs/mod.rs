@@ -20,6 +20,14 @@ pub struct Setup {
     pub server: String,
     /// Give the routes the write-through cache (`user:{id}`).
     pub cache: bool,
+    /// Extra keys of the write route (e.g. a `cache` of its own while `cache` is off,
+    /// so writes fill the cache that reads never consult).
+    pub write_route: String,
+    /// Keys of the `[store]` section (empty: the embedded memory store).
+    pub store: String,
+    /// How many gateways run this config (at least 1). The first is
+    /// [`Stack::gateway`] (the push target); the rest are [`Stack::others`].
+    pub gateways: usize,
 }
 
 impl Default for Setup {
@@ -32,12 +40,17 @@ impl Default for Setup {
                 .into(),
             server: String::new(),
             cache: true,
+            write_route: String::new(),
+            store: String::new(),
+            gateways: 1,
         }
     }
 }
 
 pub struct Stack {
     pub gateway: TestGateway,
+    /// Further gateways on the same config (`Setup::gateways - 1` of them).
+    pub others: Vec<TestGateway>,
     pub backend: Backend,
     shutdown: CancellationToken,
 }
@@ -92,6 +105,8 @@ pub async fn start(setup: Setup) -> Stack {
         r#"
 [server]
 {server}
+[store]
+{store}
 [upstreams.commands]
 url = "http://{cmd}"
 [upstreams.view]
@@ -107,6 +122,7 @@ path = "/users/{{id}}"
 upstream = "commands"
 default_log = "users"
 {write_cache}
+{write_route}
 [[routes]]
 name = "read-user"
 kind = "read"
@@ -117,6 +133,8 @@ projection = "users"
 {read_route}
 "#,
         server = setup.server,
+        store = setup.store,
+        write_route = setup.write_route,
         cmd = backend.command_addr,
         instances = instances.join(", "),
         sources = setup.sources,
@@ -133,8 +151,13 @@ projection = "users"
         },
     );
     let gateway = TestGateway::start_on(config(&toml, &[]), listeners).await;
+    let mut others = Vec::new();
+    for _ in 1..setup.gateways {
+        others.push(TestGateway::start(config(&toml, &[])).await);
+    }
     Stack {
         gateway,
+        others,
         backend,
         shutdown,
     }
