@@ -9,6 +9,9 @@ use cqrs::{start, Setup};
 
 const WORKERS: u64 = 25;
 const PAIRS_PER_WORKER: u64 = 40; // 1,000 pairs in all
+/// Long enough that a direct read right after its write (a loopback round trip) is
+/// stale even on a loaded machine.
+const LAG: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What 1,000 write-then-read pairs saw.
 struct Outcome {
@@ -92,6 +95,7 @@ fn assert_promise(source: &str, out: &Outcome) {
 async fn no_stale_reads_with_pushed_checkpoints() {
     let stack = start(Setup {
         cache: false,
+        lag: LAG,
         ..Setup::default()
     })
     .await;
@@ -109,6 +113,7 @@ async fn no_stale_reads_with_polled_checkpoints() {
     let stack = start(Setup {
         sources: r#"["poll"]"#,
         cache: false,
+        lag: LAG,
         ..Setup::default()
     })
     .await;
@@ -129,6 +134,7 @@ async fn no_stale_reads_with_checkpoints_from_response_headers() {
     let stack = start(Setup {
         sources: r#"["header"]"#,
         cache: false,
+        lag: LAG,
         ..Setup::default()
     })
     .await;
