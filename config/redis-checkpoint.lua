@@ -1,7 +1,7 @@
 -- tidemark: record a projection checkpoint in Redis (monotonic max) and announce it.
 --
 -- Run it with EVAL (or EVALSHA after SCRIPT LOAD) AFTER the projector has committed
--- its read model (see REDIS-RECIPE.md):
+-- its read model (see the README, "Redis: many gateways"):
 --
 --   KEYS[1]   the projection's checkpoint hash: <prefix>:cp:{<projection>}
 --             e.g. tidemark:cp:{user-view}

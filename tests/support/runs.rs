@@ -204,7 +204,7 @@ pub fn held_ms(r: &Resp) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A projector's connection to Redis, running the recipe of REDIS-RECIPE.md.
+/// A projector's connection to Redis, running the README's projector recipe.
 pub enum Recipe {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),

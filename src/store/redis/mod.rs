@@ -18,7 +18,7 @@
 //! # Checkpoints
 //!
 //! Writes go through one Lua script, `config/redis-checkpoint.lua` (also the projector
-//! recipe, see `REDIS-RECIPE.md`): a monotonic max per field, comparing positions as
+//! recipe, see the README, "Redis: many gateways"): a monotonic max per field, comparing positions as
 //! decimal strings (u64 positions do not fit Lua's doubles), then a `PUBLISH` of what
 //! it raised. [`RedisStore::push_checkpoint`] runs it for the admin push API.
 //!
