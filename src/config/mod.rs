@@ -187,14 +187,14 @@ pub struct AdminConfig {
 }
 
 /// `[store]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// Embedded, in-process, one gateway instance (default).
     Memory,
     Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     pub target: RedisTarget,
     /// Prefix of every key and channel. Default `tidemark`.
