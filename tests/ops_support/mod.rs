@@ -26,7 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// An upstream answering every request with JSON naming itself and the path; writes
-/// (any method but GET/HEAD) also carry `Write-Position: users=N`, N counting up from 1.
+/// (any method but GET/HEAD) also carry `Write-Position: users=N` (and `"write": N`),
+/// N counting up from 1.
 /// Paths under `/slow` wait for [`Upstream::release`] before answering.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -111,12 +112,13 @@ async fn answer(
             p.forget();
         }
     }
-    let body = serde_json::json!({"upstream": name, "path": parts.uri.path(), "body_len": len});
+    let mut body = serde_json::json!({"upstream": name, "path": parts.uri.path(), "body_len": len});
     let mut resp = Response::builder()
         .header("content-type", "application/json")
         .header("x-upstream", name);
     if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
         let n = writes.fetch_add(1, Ordering::Relaxed) + 1;
+        body["write"] = n.into();
         resp = resp.header("write-position", format!("users={n}"));
     }
     resp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
