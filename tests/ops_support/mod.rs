@@ -162,7 +162,19 @@ impl FileGateway {
     /// Writes `toml` (`@DIR@` replaced by the temporary directory) with the HS256
     /// secrets `k1.secret` and `k2.secret` beside it, and serves it.
     pub async fn start(toml: &str, extra_env: &[(&str, &str)]) -> FileGateway {
+        Self::start_with_files(toml, extra_env, &[]).await
+    }
+
+    /// [`FileGateway::start`], with further `(name, contents)` files in the directory.
+    pub async fn start_with_files(
+        toml: &str,
+        extra_env: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+    ) -> FileGateway {
         let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
         std::fs::write(
             dir.path().join("k1.secret"),
             "first-secret-0123456789abcdef-0123",
