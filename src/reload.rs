@@ -76,6 +76,9 @@ pub struct ReloadHandle {
 /// A reload's outcome: what changed, or every error (the old config keeps serving).
 pub type ReloadResult = Result<ReloadOutcome, Vec<String>>;
 
+/// Reload requests, each with where to send its outcome.
+pub(crate) type Requests = mpsc::Receiver<oneshot::Sender<ReloadResult>>;
+
 impl ReloadHandle {
     /// Reloads and waits for the outcome. Reloads run one at a time.
     pub async fn reload(&self) -> ReloadResult {
@@ -148,13 +151,7 @@ impl Reloader {
         mut template: AdminState,
         source: Option<ReloadSource>,
         shutdown: CancellationToken,
-    ) -> Result<
-        (
-            Reloader,
-            Option<mpsc::Receiver<oneshot::Sender<ReloadResult>>>,
-        ),
-        Vec<String>,
-    > {
+    ) -> Result<(Reloader, Option<Requests>), Vec<String>> {
         let registry = shared.registry.load_full();
         let (gateway, tls_config) = build(config, registry.clone(), &shared, &shutdown)?;
         let (handle, rx) = match source {
@@ -183,11 +180,7 @@ impl Reloader {
     }
 
     /// Serves reload requests (and `signal` notifications) until shutdown.
-    pub(crate) async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<oneshot::Sender<ReloadResult>>,
-        signal: Option<Arc<Notify>>,
-    ) {
+    pub(crate) async fn run(mut self, mut requests: Requests, signal: Option<Arc<Notify>>) {
         let signal = signal.unwrap_or_default();
         loop {
             tokio::select! {

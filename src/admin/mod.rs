@@ -1,4 +1,5 @@
 //! The admin listener: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /projections`,
+//! `POST /reload` (see [`crate::reload`]),
 //! `PUT|DELETE /projections/{name}/checkpoint[?instance=ID]` (the `push` source and the
 //! reset for rebuilt projections), and `GET /` (status page).
 

@@ -395,4 +395,50 @@ mod tests {
             err.errors[0]
         );
     }
+
+    #[test]
+    fn server_limits_and_tls_are_checked() {
+        let mut errs = Errors::default();
+        let cfg = super::server(&mut errs, RawServer::default());
+        assert!(errs.0.is_empty());
+        assert_eq!(cfg.max_header_bytes, 64 * 1024);
+        assert_eq!(cfg.tls, None);
+
+        let raw: RawServer = toml::from_str(
+            "max_header_bytes = 100\n[tls]\ncert_file = \"/c.pem\"\ncert_flie = 1\n",
+        )
+        .unwrap();
+        let mut errs = Errors::default();
+        let cfg = super::server(&mut errs, raw);
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server.max_header_bytes", "server.tls.key_file"]);
+        assert_eq!(cfg.tls, None);
+
+        let raw: RawServer =
+            toml::from_str("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").unwrap();
+        let cfg = super::server(&mut Errors::default(), raw);
+        assert_eq!(
+            cfg.tls,
+            Some(TlsFiles {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_tls_key_gets_a_suggestion() {
+        let err = from_toml(
+            "[server.tls]\ncert_flie = \"c\"\nkey_file = \"k\"\n",
+            None,
+            &[],
+        )
+        .unwrap_err();
+        let e = err
+            .errors
+            .iter()
+            .find(|e| e.key == "server.tls.cert_flie")
+            .unwrap();
+        assert_eq!(e.fix, "did you mean `cert_file`?");
+    }
 }
