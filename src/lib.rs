@@ -216,15 +216,27 @@ pub async fn serve_with(
         },
         admin_stop.clone(),
     ));
-    server::run(
-        listeners.proxy,
-        settings("proxy", Some(tls)),
-        move |req, peer| live.load_full().gateway.clone().handle(req, peer),
-        shutdown,
-    )
-    .await;
+    let cancelled_at = async {
+        shutdown.cancelled().await;
+        tokio::time::Instant::now()
+    };
+    let ((), cancelled_at) = tokio::join!(
+        server::run(
+            listeners.proxy,
+            settings("proxy", Some(tls)),
+            move |req, peer| live.load().gateway.clone().handle(req, peer),
+            shutdown.clone(),
+        ),
+        cancelled_at
+    );
+    // The admin listener served `/readyz` 503 during the drain; it gets what is left
+    // of `drain_timeout` to finish its own requests.
     admin_stop.cancel();
-    let _ = admin.await;
+    let deadline = cancelled_at + config.server.drain_timeout;
+    let mut admin = admin;
+    if tokio::time::timeout_at(deadline, &mut admin).await.is_err() {
+        admin.abort();
+    }
     tracing::info!("tidemark stopped");
     Ok(())
 }
