@@ -64,6 +64,13 @@ pub enum GatewayError {
     NotFound(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("the request body is larger than {limit} bytes (cache.max_request_body_bytes)")]
+    PayloadTooLarge { limit: usize },
+    #[error("the config was not reloaded ({} error(s)); the previous config keeps serving", .errors.len())]
+    ReloadFailed {
+        /// Every problem, each naming the file, the key and the fix.
+        errors: Vec<String>,
+    },
 }
 
 impl GatewayError {
@@ -71,9 +78,12 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             NoRoute { .. } | NotFound(_) => StatusCode::NOT_FOUND,
-            BadToken(_) | BadLevel { .. } | NoPrimary { .. } | BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            BadToken(_)
+            | BadLevel { .. }
+            | NoPrimary { .. }
+            | BadRequest(_)
+            | ReloadFailed { .. } => StatusCode::BAD_REQUEST,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             HeldReadsFull { .. } | HoldTimeout { .. } | ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -100,6 +110,8 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             NotFound(_) => "not-found",
             ShuttingDown => "shutting-down",
+            PayloadTooLarge { .. } => "payload-too-large",
+            ReloadFailed { .. } => "config-invalid",
         }
     }
 
@@ -119,6 +131,8 @@ impl GatewayError {
             Unauthorized => "Unauthorized",
             NotFound(_) => "Not found",
             ShuttingDown => "Shutting down",
+            PayloadTooLarge { .. } => "Request body too large",
+            ReloadFailed { .. } => "Config not reloaded",
         }
     }
 
@@ -160,6 +174,12 @@ impl GatewayError {
             }
             GatewayError::BadToken(e) => {
                 body.insert("reason".into(), json!(e.reason()));
+            }
+            GatewayError::PayloadTooLarge { limit } => {
+                body.insert("limit_bytes".into(), json!(limit));
+            }
+            GatewayError::ReloadFailed { errors } => {
+                body.insert("errors".into(), json!(errors));
             }
             GatewayError::NoRoute { allowed, .. } if !allowed.is_empty() => {
                 let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
@@ -288,6 +308,18 @@ mod tests {
             (GatewayError::Unauthorized, 401, "unauthorized"),
             (GatewayError::NotFound("n".into()), 404, "not-found"),
             (GatewayError::ShuttingDown, 503, "shutting-down"),
+            (
+                GatewayError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload-too-large",
+            ),
+            (
+                GatewayError::ReloadFailed {
+                    errors: vec!["e".into()],
+                },
+                400,
+                "config-invalid",
+            ),
         ];
         for (err, status, kind) in cases {
             let (got, headers, body) = render(err).await;

@@ -13,6 +13,8 @@
 //! - [`store`]: shared state in Redis.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
+//! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
+//! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.
 //! - [`demo`]: the example backend behind `tidemark demo`, tests and load tests.
 
@@ -27,10 +29,12 @@ pub mod gate;
 pub mod gateway;
 pub mod position;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -40,9 +44,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use arc_swap::ArcSwap;
+
 use crate::cache::{memory::MemoryCache, Cache};
 use crate::checkpoint::Registry;
-use crate::config::{Config, SourceKind, StoreConfig};
+use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::server::ListenerSettings;
 
@@ -93,24 +99,53 @@ impl Listeners {
 pub enum ServeError {
     #[error(transparent)]
     Build(#[from] gateway::BuildError),
+    /// The config did not build (keys, routes, TLS files): every error.
+    #[error("the gateway cannot start:\n  {}", .0.join("\n  "))]
+    Start(Vec<String>),
+}
+
+/// What [`serve_with`] adds to [`serve`].
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    /// The file `POST /reload` (and `reload_signal`) re-reads. `None`: reload is
+    /// unavailable (`POST /reload` answers 404).
+    pub reload_from: Option<reload::ReloadSource>,
+    /// Each notification reloads the config (the binary wires SIGHUP here).
+    pub reload_signal: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Runs a gateway on `listeners` until `shutdown` is cancelled, then drains (bounded by
-/// `server.drain_timeout`) and returns.
+/// `server.drain_timeout`) and returns. No reload; see [`serve_with`].
 pub async fn serve(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with(config, listeners, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`], with config reload ([`reload`]).
+///
+/// Shutdown (`shutdown` cancelled): `/readyz` answers 503, the client listener stops
+/// accepting, held reads are answered at once by their route's `on_timeout`, in-flight
+/// requests finish, and the client listener's drain is capped at
+/// `server.drain_timeout`; the admin listener serves until then (so `/readyz` is seen
+/// failing), then stops too.
+pub async fn serve_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(&config));
+    let registry = Arc::new(ArcSwap::from_pointee(Registry::new(&config)));
     let (cache, store) = match &config.store {
         StoreConfig::Memory => (
             Cache::Memory(MemoryCache::new(config.cache.max_entries)),
             None,
         ),
         StoreConfig::Redis(redis) => {
-            let sink = Arc::new(checkpoint::RegistrySink(registry.clone()));
+            let sink = Arc::new(reload::LiveSink(registry.clone()));
             let store = Arc::new(store::redis::RedisStore::start(
                 redis,
                 sink,
@@ -119,41 +154,60 @@ pub async fn serve(
             (Cache::Redis(store.clone()), Some(store))
         }
     };
-    for (name, p) in &config.projections {
-        if let (true, Some(poll), Some(projection)) = (
-            p.sources.contains(&SourceKind::Poll),
-            &p.poll,
-            registry.get(name),
-        ) {
-            checkpoint::poll::spawn(projection.clone(), poll.clone(), shutdown.child_token());
-        }
-    }
-    let gateway = Arc::new(Gateway::new(config.clone(), registry, cache, store)?);
-
-    let admin_state = admin::AdminState {
-        gateway: gateway.clone(),
+    let shared = reload::Shared {
+        registry,
+        cache,
+        store,
+    };
+    // `gateway` and `reload` are set by the reloader, for each generation.
+    let template = admin::AdminState {
+        gateway: Arc::new(Gateway::new(
+            config.clone(),
+            shared.registry.load_full(),
+            shared.cache.clone(),
+            shared.store.clone(),
+        )?),
         prometheus: telemetry::prometheus(),
         shutdown: shutdown.clone(),
+        reload: None,
     };
-    let router = admin::router(admin_state);
-    let settings = |name| ListenerSettings {
+    let (reloader, requests) = reload::Reloader::start(
+        config.clone(),
+        shared,
+        template,
+        options.reload_from,
+        shutdown.clone(),
+    )
+    .map_err(ServeError::Start)?;
+    let live = reloader.live.clone();
+    let tls = reloader.tls.clone();
+    if let Some(requests) = requests {
+        tokio::spawn(reloader.run(requests, options.reload_signal));
+    }
+
+    let settings = |name, tls| ListenerSettings {
         name,
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
         max_headers: config.server.max_headers,
+        max_header_bytes: config.server.max_header_bytes,
         drain_timeout: config.server.drain_timeout,
+        tls,
     };
     tracing::info!(
         proxy = %listeners.proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %listeners.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls = config.server.tls.is_some(),
         routes = config.routes.len(),
         "tidemark listening"
     );
+    let admin_stop = CancellationToken::new();
+    let admin_live = live.clone();
     let admin = tokio::spawn(server::run(
         listeners.admin,
-        settings("admin"),
+        settings("admin", None),
         move |req, _peer| {
-            let router = router.clone();
+            let router = admin_live.load().admin.clone();
             async move {
                 let resp = match router.oneshot(req.map(axum::body::Body::new)).await {
                     Ok(resp) => resp,
@@ -162,15 +216,29 @@ pub async fn serve(
                 resp.map(proxy::boxed)
             }
         },
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
-    server::run(
-        listeners.proxy,
-        settings("proxy"),
-        move |req, peer| gateway.clone().handle(req, peer),
-        shutdown,
-    )
-    .await;
-    let _ = admin.await;
+    let cancelled_at = async {
+        shutdown.cancelled().await;
+        tokio::time::Instant::now()
+    };
+    let ((), cancelled_at) = tokio::join!(
+        server::run(
+            listeners.proxy,
+            settings("proxy", Some(tls)),
+            move |req, peer| live.load().gateway.clone().handle(req, peer),
+            shutdown.clone(),
+        ),
+        cancelled_at
+    );
+    // The admin listener served `/readyz` 503 during the drain; it gets what is left
+    // of `drain_timeout` to finish its own requests.
+    admin_stop.cancel();
+    let deadline = cancelled_at + config.server.drain_timeout;
+    let mut admin = admin;
+    if tokio::time::timeout_at(deadline, &mut admin).await.is_err() {
+        admin.abort();
+    }
+    tracing::info!("tidemark stopped");
     Ok(())
 }

@@ -114,14 +114,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, log_json } => {
             tidemark::telemetry::init_logging(log_json);
-            let config = match Config::load(&config) {
+            let path = config;
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            runtime().block_on(run(config))
+            runtime().block_on(run(config, path))
         }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -233,7 +234,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, path: PathBuf) -> ExitCode {
     let listeners = match tidemark::Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
@@ -241,13 +242,41 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match tidemark::serve(config, listeners, shutdown_signal()).await {
+    let options = tidemark::ServeOptions {
+        reload_from: Some(tidemark::reload::ReloadSource { path, env: None }),
+        reload_signal: Some(reload_signal()),
+    };
+    match tidemark::serve_with(config, listeners, shutdown_signal(), options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Notified on each SIGHUP: reload the config file.
+fn reload_signal() -> std::sync::Arc<tokio::sync::Notify> {
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let tx = notify.clone();
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the config");
+                        tx.notify_one();
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /reload")
+            }
+        }
+    }
+    notify
 }
 
 /// A token cancelled on SIGINT or SIGTERM.

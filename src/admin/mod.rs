@@ -1,4 +1,5 @@
 //! The admin listener: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /projections`,
+//! `POST /reload` (see [`crate::reload`]),
 //! `PUT|DELETE /projections/{name}/checkpoint[?instance=ID]` (the `push` source and the
 //! reset for rebuilt projections), and `GET /` (status page).
 
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub prometheus: Option<PrometheusHandle>,
     /// Cancelled when the gateway begins shutting down (readiness turns false).
     pub shutdown: CancellationToken,
+    /// `POST /reload`; `None` when the gateway was started without a config file.
+    pub reload: Option<crate::reload::ReloadHandle>,
 }
 
 /// The admin API's routes.
@@ -46,6 +49,7 @@ pub fn router(state: AdminState) -> Router {
             "/projections/{name}/checkpoint",
             put(push_checkpoint).delete(reset_checkpoint),
         )
+        .route("/reload", axum::routing::post(reload))
         .fallback(|| async { GatewayError::NotFound("no such admin endpoint".into()) })
         .with_state(state)
 }
@@ -240,6 +244,24 @@ async fn reset_checkpoint(
     projection.reset(index);
     tracing::info!(projection = %name, instance = ?q.instance, "checkpoint reset by the admin API");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /reload`: re-reads the config file and swaps the new config in; `400` with
+/// every error when it does not load (the old config keeps serving).
+async fn reload(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, GatewayError> {
+    authorize(&s, &headers)?;
+    let Some(handle) = &s.reload else {
+        return Err(GatewayError::NotFound(
+            "this gateway was started without a config file; nothing to reload".into(),
+        ));
+    };
+    match handle.reload().await {
+        Ok(outcome) => Ok(Json(outcome.to_json())),
+        Err(errors) => Err(GatewayError::ReloadFailed { errors }),
+    }
 }
 
 /// The status page's data, rendered by [`page`].

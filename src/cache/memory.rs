@@ -7,7 +7,7 @@
 //! in (`now`) so tests are deterministic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,10 +16,11 @@ use super::CachedResponse;
 use crate::config::CacheScope;
 
 /// A bounded in-process cache of write responses (the `memory` store backend).
-#[derive(Debug)]
+/// Clones share their entries (a config reload keeps the cache).
+#[derive(Debug, Clone)]
 pub struct MemoryCache {
     max_entries: usize,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +67,7 @@ impl MemoryCache {
     pub fn new(max_entries: usize) -> MemoryCache {
         MemoryCache {
             max_entries,
-            inner: Mutex::new(Inner::default()),
+            inner: Arc::new(Mutex::new(Inner::default())),
         }
     }
 

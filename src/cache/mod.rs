@@ -23,8 +23,8 @@ pub struct CachedResponse {
     pub position: PositionVector,
 }
 
-/// The cache backend in use.
-#[derive(Debug)]
+/// The cache backend in use. Clones share one cache.
+#[derive(Debug, Clone)]
 pub enum Cache {
     Memory(memory::MemoryCache),
     Redis(std::sync::Arc<crate::store::redis::RedisStore>),

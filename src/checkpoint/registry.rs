@@ -36,6 +36,39 @@ impl Registry {
         Registry::from_projections(projections, config.server.max_held_reads)
     }
 
+    /// The registry for a reloaded `config`: each projection whose logs and instances
+    /// are unchanged is kept as the same object (its checkpoints, held reads, write
+    /// record and catch-up rates survive the reload); a new or changed one starts
+    /// afresh. Held reads count against one shared `max_held_reads` across both.
+    /// Also returns the names of the projections that started afresh.
+    pub fn reloaded(&self, config: &Config) -> (Registry, Vec<String>) {
+        let mut fresh_names = Vec::new();
+        let projections = config
+            .projections
+            .values()
+            .map(|p| {
+                let fresh = Projection::new(p.name.clone(), &p.logs, &p.instances);
+                match self.projections.get(&p.name) {
+                    Some(old)
+                        if old.logs() == fresh.logs() && old.instances() == fresh.instances() =>
+                    {
+                        (p.name.clone(), Arc::clone(old))
+                    }
+                    _ => {
+                        fresh_names.push(p.name.clone());
+                        (p.name.clone(), Arc::new(fresh))
+                    }
+                }
+            })
+            .collect();
+        let registry = Registry {
+            projections,
+            held: Arc::clone(&self.held),
+            max_held: config.server.max_held_reads,
+        };
+        (registry, fresh_names)
+    }
+
     /// A registry of the given projections (keyed by name; a later duplicate name
     /// replaces an earlier one) allowing `max_held_reads` held reads at once.
     pub fn from_projections(

@@ -60,6 +60,8 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
             trusted_hops: 0,
             drain_timeout: Duration::from_secs(1),
             max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            tls: None,
         },
         headers: HeaderNames::default(),
         token: TokenConfig {
@@ -80,6 +82,7 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
         cache: CacheConfig {
             max_body_bytes: 1024,
             max_entries: 10,
+            max_request_body_bytes: 1024,
         },
         upstreams: BTreeMap::new(),
         projections: projections

@@ -63,8 +63,25 @@ pub struct ServerConfig {
     pub trusted_hops: usize,
     /// Longest a graceful shutdown waits for in-flight requests. Default `10s`.
     pub drain_timeout: Duration,
-    /// Most request headers accepted (count). Default 100.
+    /// Most request headers accepted (count); past it hyper answers `431`. Default 100.
     pub max_headers: usize,
+    /// Most bytes of a request's head (request line and headers; HTTP/2: the header
+    /// list); past it `431`. Default 64 KiB: far above any real browser's headers and a
+    /// 4 KiB token, small enough that a flood of large heads stays cheap. At least
+    /// 8192 (hyper's smallest read buffer).
+    pub max_header_bytes: usize,
+    /// `[server.tls]`: TLS (rustls) on the client listener; ALPN `h2`, `http/1.1`.
+    /// Default: none (plain HTTP). The admin listener is always plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[server.tls]`: PEM files, read at start-up and on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key_file: PathBuf,
 }
 
 /// `[headers]`: every header name of the contract is configurable.
@@ -170,14 +187,14 @@ pub struct AdminConfig {
 }
 
 /// `[store]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// Embedded, in-process, one gateway instance (default).
     Memory,
     Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     pub target: RedisTarget,
     /// Prefix of every key and channel. Default `tidemark`.
@@ -207,6 +224,10 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Most entries of the memory backend. Default 100000.
     pub max_entries: usize,
+    /// Largest request body a write route with `cache` forwards; a larger one is
+    /// answered `413` without reaching the upstream. Such bodies are read whole before
+    /// forwarding (so the 413 can come before anything is sent). Default 1 MiB.
+    pub max_request_body_bytes: usize,
 }
 
 /// `[upstreams.NAME]`
@@ -409,6 +430,23 @@ impl Config {
         })?;
         let vars: Vec<(String, String)> = std::env::vars().collect();
         Self::from_toml(&text, Some(path.to_path_buf()), &vars)
+    }
+
+    /// Like [`Config::load`], with the given environment instead of the process's
+    /// (`(name, value)` pairs; `TIDEMARK__*` overrides and the variables keys name).
+    pub fn load_with_env(
+        path: &std::path::Path,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: Some(path.to_path_buf()),
+            errors: vec![ConfigError {
+                key: "<file>".into(),
+                problem: format!("cannot read the file: {e}"),
+                fix: "pass an existing, readable TOML file with --config".into(),
+            }],
+        })?;
+        Self::from_toml(&text, Some(path.to_path_buf()), env)
     }
 
     /// Parses and validates TOML text with the given environment (`(name, value)`

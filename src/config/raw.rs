@@ -73,6 +73,20 @@ pub struct RawServer {
     pub drain_timeout: Field<String>,
     /// Request headers accepted. Default 100; at least 1.
     pub max_headers: Field<usize>,
+    /// Bytes of a request's head (request line and headers). Default 65536; at
+    /// least 8192.
+    pub max_header_bytes: Field<usize>,
+    /// `[server.tls]`: TLS on the client listener. Default: none (plain HTTP).
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    /// PEM file: the certificate chain, leaf first (required).
+    pub cert_file: Field<String>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1; required).
+    pub key_file: Field<String>,
 }
 
 /// `[headers]`
@@ -176,6 +190,8 @@ pub struct RawCache {
     pub max_body_bytes: Field<usize>,
     /// Default 100000; at least 1.
     pub max_entries: Field<usize>,
+    /// Largest request body a write route with `cache` forwards. Default 1048576.
+    pub max_request_body_bytes: Field<usize>,
 }
 
 /// `[upstreams.NAME]`
@@ -310,7 +326,11 @@ pub mod keys {
         "trusted_hops",
         "drain_timeout",
         "max_headers",
+        "max_header_bytes",
+        "tls",
     ];
+    /// `[server.tls]`
+    pub const SERVER_TLS: &[&str] = &["cert_file", "key_file"];
     /// `[headers]`
     pub const HEADERS: &[&str] = &[
         "token",
@@ -359,7 +379,7 @@ pub mod keys {
         "resync_interval",
     ];
     /// `[cache]`
-    pub const CACHE: &[&str] = &["max_body_bytes", "max_entries"];
+    pub const CACHE: &[&str] = &["max_body_bytes", "max_entries", "max_request_body_bytes"];
     /// `[upstreams.NAME]`
     pub const UPSTREAM: &[&str] = &[
         "url",

@@ -25,10 +25,7 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
     for (key, value) in doc {
         let errs = &mut errors;
         match key.as_str() {
-            "server" => set(
-                &mut raw.server,
-                section(value, "server", |_| keys::SERVER, errs),
-            ),
+            "server" => set(&mut raw.server, section(value, "server", server_keys, errs)),
             "headers" => set(
                 &mut raw.headers,
                 section(value, "headers", |_| keys::HEADERS, errs),
@@ -74,6 +71,14 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *slot = value;
+    }
+}
+
+fn server_keys(parent: &[String]) -> &'static [&'static str] {
+    if parent.first().is_some_and(|p| p == "tls") {
+        keys::SERVER_TLS
+    } else {
+        keys::SERVER
     }
 }
 
@@ -337,15 +342,16 @@ mod tests {
     fn known_key_lists_match_the_structs() {
         fn all(keys: &[&str]) -> String {
             keys.iter()
-                .filter(|k| !matches!(**k, "verify_keys" | "cache"))
+                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls"))
                 .map(|k| format!("{k} = 0\n"))
                 .collect()
         }
         let text = format!(
-            "[server]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
+            "[server]\n{}[server.tls]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
              [upstreams.u]\n{}[projections.p]\n{}[token]\n{}[[token.verify_keys]]\n{}\
              [[routes]]\n{}[routes.cache]\n{}",
             all(keys::SERVER),
+            all(keys::SERVER_TLS),
             all(keys::HEADERS),
             all(keys::ADMIN),
             all(keys::STORE),

@@ -14,11 +14,11 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub use super::collect::Errors;
-use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore};
+use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
 use super::{env, routes, sections, token_section, upstreams, values};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
-    RedisTarget, ServerConfig, StoreConfig,
+    RedisTarget, ServerConfig, StoreConfig, TlsFiles,
 };
 
 /// Parses, overrides, and validates; see the module doc.
@@ -160,7 +160,39 @@ fn server(errs: &mut Errors, raw: RawServer) -> ServerConfig {
             false,
         ),
         max_headers: errs.count_or("server.max_headers", raw.max_headers, 100, 1),
+        max_header_bytes: errs.count_or(
+            "server.max_header_bytes",
+            raw.max_header_bytes,
+            64 * 1024,
+            8192,
+        ),
+        tls: raw.tls.and_then(|tls| server_tls(errs, tls)),
     }
+}
+
+/// `[server.tls]`: both files are required. Their contents are read when the
+/// listener starts (and on every reload), not here.
+fn server_tls(errs: &mut Errors, raw: RawTls) -> Option<TlsFiles> {
+    let mut file = |name: &str, field: Field<String>, what: &str| -> Option<PathBuf> {
+        let key = format!("server.tls.{name}");
+        match errs.field::<String>(&key, field) {
+            Some(path) if !path.trim().is_empty() => Some(PathBuf::from(path)),
+            _ => {
+                errs.push(
+                    key,
+                    "missing",
+                    format!("name the PEM file holding {what}, or remove [server.tls] to serve plain HTTP"),
+                );
+                None
+            }
+        }
+    };
+    let cert_file = file("cert_file", raw.cert_file, "the certificate chain");
+    let key_file = file("key_file", raw.key_file, "the private key");
+    Some(TlsFiles {
+        cert_file: cert_file?,
+        key_file: key_file?,
+    })
 }
 
 fn headers(errs: &mut Errors, raw: RawHeaders) -> HeaderNames {
@@ -320,6 +352,12 @@ fn cache(errs: &mut Errors, raw: RawCache) -> CacheConfig {
     CacheConfig {
         max_body_bytes: errs.count_or("cache.max_body_bytes", raw.max_body_bytes, 256 * 1024, 0),
         max_entries: errs.count_or("cache.max_entries", raw.max_entries, 100_000, 1),
+        max_request_body_bytes: errs.count_or(
+            "cache.max_request_body_bytes",
+            raw.max_request_body_bytes,
+            1024 * 1024,
+            0,
+        ),
     }
 }
 
@@ -356,5 +394,51 @@ mod tests {
             "{:?}",
             err.errors[0]
         );
+    }
+
+    #[test]
+    fn server_limits_and_tls_are_checked() {
+        let mut errs = Errors::default();
+        let cfg = super::server(&mut errs, RawServer::default());
+        assert!(errs.0.is_empty());
+        assert_eq!(cfg.max_header_bytes, 64 * 1024);
+        assert_eq!(cfg.tls, None);
+
+        let raw: RawServer = toml::from_str(
+            "max_header_bytes = 100\n[tls]\ncert_file = \"/c.pem\"\ncert_flie = 1\n",
+        )
+        .unwrap();
+        let mut errs = Errors::default();
+        let cfg = super::server(&mut errs, raw);
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server.max_header_bytes", "server.tls.key_file"]);
+        assert_eq!(cfg.tls, None);
+
+        let raw: RawServer =
+            toml::from_str("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").unwrap();
+        let cfg = super::server(&mut Errors::default(), raw);
+        assert_eq!(
+            cfg.tls,
+            Some(TlsFiles {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_tls_key_gets_a_suggestion() {
+        let err = from_toml(
+            "[server.tls]\ncert_flie = \"c\"\nkey_file = \"k\"\n",
+            None,
+            &[],
+        )
+        .unwrap_err();
+        let e = err
+            .errors
+            .iter()
+            .find(|e| e.key == "server.tls.cert_flie")
+            .unwrap();
+        assert_eq!(e.fix, "did you mean `cert_file`?");
     }
 }

@@ -42,6 +42,9 @@ pub struct Gateway {
     upstream_only: Vec<HeaderName>,
     /// Headers removed from upstream responses before the client sees them.
     internal_response: Vec<HeaderName>,
+    /// Cancelled when the gateway drains: held reads are answered at once by their
+    /// route's `on_timeout`. Default: never cancelled (see [`Gateway::with_drain`]).
+    draining: tokio_util::sync::CancellationToken,
 }
 
 /// Why the gateway could not be built (beyond config validation).
@@ -93,7 +96,15 @@ impl Gateway {
             known_logs: known_logs.into_iter().collect(),
             upstream_only,
             internal_response,
+            draining: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Ends holds when `draining` is cancelled: each held read is answered at once as
+    /// its route's `on_timeout` says, instead of waiting out `max_wait`.
+    pub fn with_drain(mut self, draining: tokio_util::sync::CancellationToken) -> Gateway {
+        self.draining = draining;
+        self
     }
 
     /// Serves one client request.

@@ -241,6 +241,8 @@ impl Gateway {
                             tokio::select! {
                                 _ = waiter => {}
                                 _ = tokio::time::sleep_until(deadline) => timed_out = true,
+                                // Draining: answer now as `on_timeout` says.
+                                _ = self.draining.cancelled() => timed_out = true,
                             }
                         }
                     }

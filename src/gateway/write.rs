@@ -25,6 +25,10 @@ impl Gateway {
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
         let claims = self.client_token(&parts.headers)?;
+        let body = match ctx.route.cache {
+            Some(_) => self.bounded_body(&parts, body).await?,
+            None => body,
+        };
         self.prepare_request(&mut parts, ctx.peer, false);
         let upstream = self.upstream(&ctx.route.upstream)?;
         let instance = upstream.pick();
@@ -74,6 +78,36 @@ impl Gateway {
             _ => body,
         };
         Ok(Response::from_parts(head, body))
+    }
+
+    /// A cached write's request body, read whole up to `cache.max_request_body_bytes`
+    /// (`413` past it, before anything reaches the upstream; at once when
+    /// `Content-Length` says so).
+    async fn bounded_body(&self, parts: &Parts, body: Body) -> Result<Body, GatewayError> {
+        let limit = self.config.cache.max_request_body_bytes;
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        let mut body = body;
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                GatewayError::BadRequest(format!("the request body could not be read: {e}"))
+            })?;
+            // Request trailers are not forwarded on cached writes.
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(crate::proxy::full(buf.freeze()))
     }
 
     /// The write's position from its header, restricted to known logs. A malformed
