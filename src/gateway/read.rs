@@ -65,6 +65,7 @@ impl Gateway {
             )
             .await;
         let held = started.elapsed();
+        tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
         metrics::histogram!("tidemark_read_wait_seconds", "route" => route.to_string())
             .record(held.as_secs_f64());
         let answer = match answer {
@@ -112,6 +113,7 @@ impl Gateway {
             }
         };
         self.prepare_response(resp.headers_mut(), false);
+        tracing::Span::current().record("source", source.as_str());
         let headers = resp.headers_mut();
         headers.insert(
             self.config.headers.source.clone(),
@@ -198,13 +200,13 @@ impl Gateway {
             match decision {
                 Decision::Forward { instance, source } => {
                     if source == Source::Stale {
-                        self.count_timeout(ctx, "stale");
+                        self.count_timeout(ctx, projection, started, "stale");
                     }
                     return Ok(Answer::Instance(instance, source));
                 }
                 Decision::Primary => {
                     if timed_out {
-                        self.count_timeout(ctx, "primary");
+                        self.count_timeout(ctx, projection, started, "primary");
                     }
                     return Ok(Answer::Primary);
                 }
@@ -249,7 +251,7 @@ impl Gateway {
                     }
                 }
                 Decision::TimedOut => {
-                    self.count_timeout(ctx, "error");
+                    self.count_timeout(ctx, projection, started, "error");
                     let mut frontier = PositionVector::new();
                     for cp in &checkpoints {
                         frontier.merge(cp);
@@ -288,8 +290,20 @@ impl Gateway {
         }
     }
 
-    fn count_timeout(&self, ctx: RequestCtx<'_>, action: &'static str) {
+    fn count_timeout(
+        &self,
+        ctx: RequestCtx<'_>,
+        projection: &Projection,
+        started: Instant,
+        action: &'static str,
+    ) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
+        self.recent_timeouts.push(
+            &ctx.route.name,
+            projection.name(),
+            action,
+            started.elapsed(),
+        );
     }
 
     fn count_read(
