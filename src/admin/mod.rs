@@ -1,7 +1,9 @@
 //! The admin listener: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /projections`,
 //! `PUT|DELETE /projections/{name}/checkpoint[?instance=ID]` (the `push` source and the
-//! reset for rebuilt projections), and `GET /` (status page).
+//! reset for rebuilt projections), and the status page (`GET /`, its script
+//! `GET /status.js` and the JSON it polls, `GET /status`).
 
+mod history;
 mod page;
 
 use std::collections::BTreeMap;
@@ -37,7 +39,7 @@ pub struct AdminState {
 /// The admin API's routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/", get(page::status_page))
+        .merge(page::routes(&state))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -78,7 +80,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
     match &s.prometheus {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
+            h.render() + &crate::telemetry::process::ProcessStats::read().render(),
         )
             .into_response(),
         None => (
@@ -241,9 +243,4 @@ async fn reset_checkpoint(
     projection.reset(index);
     tracing::info!(projection = %name, instance = ?q.instance, "checkpoint reset by the admin API");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The status page's data, rendered by [`page`].
-pub(crate) fn status_data(s: &AdminState) -> serde_json::Value {
-    projections_json(&s.gateway)
 }
