@@ -39,8 +39,16 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
         let route = ctx.route.name.as_str();
-        let level = self.level(&parts.headers)?;
-        let claims = self.client_token(&parts.headers)?;
+        let checked = self
+            .level(&parts.headers)
+            .and_then(|level| Ok((level, self.client_token(&parts.headers)?)));
+        let (level, claims) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => "read", "source" => "", "status" => status_class(e.status())).increment(1);
+                return Err(e);
+            }
+        };
         let projection = self
             .registry
             .get(&read.projection)
@@ -85,7 +93,8 @@ impl Gateway {
                 metrics::counter!("tidemark_cache_hits_total", "route" => route.to_string())
                     .increment(1);
                 let advance = entry.position.clone();
-                (Source::Cache, cache_response(entry), Some(advance))
+                let resp = self.count_read(route, Source::Cache, Ok(cache_response(entry)))?;
+                (Source::Cache, resp, Some(advance))
             }
             Answer::Primary => {
                 let primary = read.primary.as_deref().unwrap_or_default();

@@ -24,7 +24,9 @@ impl Gateway {
         mut parts: Parts,
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
-        let claims = self.client_token(&parts.headers)?;
+        let claims = self.client_token(&parts.headers).inspect_err(|e| {
+            metrics::counter!("tidemark_requests_total", "route" => ctx.route.name.clone(), "kind" => "write", "source" => "", "status" => status_class(e.status())).increment(1);
+        })?;
         self.prepare_request(&mut parts, ctx.peer, false);
         let upstream = self.upstream(&ctx.route.upstream)?;
         let instance = upstream.pick();
