@@ -403,3 +403,36 @@ async fn every_family_is_present_after_traffic_with_bounded_labels() {
     gw2.stop().await;
     gw.stop().await;
 }
+
+/// The Grafana dashboard queries only metrics that exist.
+#[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../dashboards/tidemark-grafana.json")).unwrap();
+    let text = dashboard.to_string();
+    let mut used = Vec::new();
+    for prefix in ["tidemark_", "process_"] {
+        for (i, _) in text.match_indices(prefix) {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.push(name);
+        }
+    }
+    assert!(used.len() > 10, "{used:?}");
+    let exported: Vec<&str> = FAMILIES
+        .iter()
+        .copied()
+        .chain([
+            "process_max_fds",
+            "tidemark_upstream_duration_seconds_bucket",
+        ])
+        .collect();
+    for name in used {
+        assert!(
+            exported.contains(&name.as_str()),
+            "the dashboard uses {name}, which is not exported"
+        );
+    }
+}
