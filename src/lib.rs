@@ -170,7 +170,11 @@ pub async fn serve_with(
         prometheus: telemetry::prometheus(),
         shutdown: shutdown.clone(),
         reload: None,
+        history: Arc::new(admin::history::History::new(
+            admin::history::HISTORY_SAMPLES,
+        )),
     };
+    let history = template.history.clone();
     let (reloader, requests) = reload::Reloader::start(
         config.clone(),
         shared,
@@ -180,6 +184,14 @@ pub async fn serve_with(
     )
     .map_err(ServeError::Start)?;
     let live = reloader.live.clone();
+    {
+        let live = live.clone();
+        admin::history::spawn_sampler(
+            history,
+            move || live.load().gateway.clone(),
+            shutdown.child_token(),
+        );
+    }
     let tls = reloader.tls.clone();
     if let Some(requests) = requests {
         tokio::spawn(reloader.run(requests, options.reload_signal));

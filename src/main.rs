@@ -26,8 +26,8 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
-        /// Log JSON lines instead of text.
-        #[arg(long)]
+        /// Log JSON lines instead of text (also `TIDEMARK_LOG_JSON=true`).
+        #[arg(long, env = "TIDEMARK_LOG_JSON")]
         log_json: bool,
     },
     /// Validate a config file and print the route table.

@@ -153,7 +153,7 @@ impl Reloader {
         shutdown: CancellationToken,
     ) -> Result<(Reloader, Option<Requests>), Vec<String>> {
         let registry = shared.registry.load_full();
-        let (gateway, tls_config) = build(config, registry.clone(), &shared, &shutdown)?;
+        let (gateway, tls_config) = build(config, registry.clone(), &shared, &shutdown, None)?;
         let (handle, rx) = match source {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(4);
@@ -250,8 +250,15 @@ impl Reloader {
             cache: self.cache.clone(),
             store: self.store.clone(),
         };
-        let (gateway, tls_config) =
-            build(Arc::new(config), registry.clone(), &shared, &self.shutdown)?;
+        // The recent hold timeouts shown on the status page outlive a reload.
+        let recent = self.live.load().gateway.recent_timeouts.clone();
+        let (gateway, tls_config) = build(
+            Arc::new(config),
+            registry.clone(),
+            &shared,
+            &self.shutdown,
+            Some(recent),
+        )?;
         // Everything is built: swap.
         self.registry.store(registry.clone());
         self.polls.cancel();
@@ -281,6 +288,7 @@ fn build(
     registry: Arc<Registry>,
     shared: &Shared,
     shutdown: &CancellationToken,
+    recent_timeouts: Option<Arc<crate::telemetry::RecentTimeouts>>,
 ) -> Result<Built, Vec<String>> {
     let mut errors = Vec::new();
     let tls_config = match config.server.tls.as_ref().map(tls::load).transpose() {
@@ -292,7 +300,12 @@ fn build(
     };
     let gateway = Gateway::new(config, registry, shared.cache.clone(), shared.store.clone());
     match gateway {
-        Ok(g) if errors.is_empty() => Ok((Arc::new(g.with_drain(shutdown.clone())), tls_config)),
+        Ok(mut g) if errors.is_empty() => {
+            if let Some(recent) = recent_timeouts {
+                g.recent_timeouts = recent;
+            }
+            Ok((Arc::new(g.with_drain(shutdown.clone())), tls_config))
+        }
         Ok(_) => Err(errors),
         Err(e) => {
             errors.insert(0, e.to_string());

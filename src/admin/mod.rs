@@ -1,8 +1,10 @@
 //! The admin listener: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /projections`,
 //! `POST /reload` (see [`crate::reload`]),
 //! `PUT|DELETE /projections/{name}/checkpoint[?instance=ID]` (the `push` source and the
-//! reset for rebuilt projections), and `GET /` (status page).
+//! reset for rebuilt projections), and the status page (`GET /`, its script
+//! `GET /status.js` and the JSON it polls, `GET /status`).
 
+pub mod history;
 mod page;
 
 use std::collections::BTreeMap;
@@ -35,12 +37,14 @@ pub struct AdminState {
     pub shutdown: CancellationToken,
     /// `POST /reload`; `None` when the gateway was started without a config file.
     pub reload: Option<crate::reload::ReloadHandle>,
+    /// The status page's recent samples; one for the process, kept across reloads.
+    pub history: Arc<history::History>,
 }
 
 /// The admin API's routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/", get(page::status_page))
+        .merge(page::routes(&state))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -82,7 +86,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
     match &s.prometheus {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
+            h.render() + &crate::telemetry::process::ProcessStats::read().render(),
         )
             .into_response(),
         None => (
@@ -262,9 +266,4 @@ async fn reload(
         Ok(outcome) => Ok(Json(outcome.to_json())),
         Err(errors) => Err(GatewayError::ReloadFailed { errors }),
     }
-}
-
-/// The status page's data, rendered by [`page`].
-pub(crate) fn status_data(s: &AdminState) -> serde_json::Value {
-    projections_json(&s.gateway)
 }

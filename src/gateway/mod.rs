@@ -35,6 +35,8 @@ pub struct Gateway {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// The last hold timeouts, shown on the admin status page.
+    pub recent_timeouts: Arc<crate::telemetry::RecentTimeouts>,
     /// Logs a token may carry: those of the projections and the routes' default logs.
     /// Keeps tokens bounded whatever an upstream reports.
     known_logs: Vec<String>,
@@ -93,6 +95,7 @@ impl Gateway {
             upstreams,
             cache,
             store,
+            recent_timeouts: Arc::default(),
             known_logs: known_logs.into_iter().collect(),
             upstream_only,
             internal_response,
@@ -125,13 +128,33 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        match self.dispatch(parts, body, peer).await {
+        // One span per request; `route` and `kind` are recorded once matched,
+        // `source` and `wait_ms` by the read path, `status` here. Never the token.
+        let span = tracing::info_span!(
+            "request",
+            method = %parts.method,
+            path = parts.uri.path(),
+            route = tracing::field::Empty,
+            kind = tracing::field::Empty,
+            source = tracing::field::Empty,
+            wait_ms = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let resp = match tracing::Instrument::instrument(
+            self.dispatch(parts, body, peer),
+            span.clone(),
+        )
+        .await
+        {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(error = %e, status = e.status().as_u16(), "answered with an error");
+                tracing::debug!(parent: &span, error = %e, status = e.status().as_u16(), "answered with an error");
                 e.into_response()
             }
-        }
+        };
+        span.record("status", resp.status().as_u16());
+        tracing::debug!(target: "tidemark::access", parent: &span, "request answered");
+        resp
     }
 
     async fn dispatch(
@@ -149,6 +172,9 @@ impl Gateway {
                 allowed: self.routes.methods_for(parts.uri.path()),
             });
         };
+        let span = tracing::Span::current();
+        span.record("route", route.config.name.as_str());
+        span.record("kind", route.config.kind.as_str());
         let ctx = RequestCtx {
             route: &route.config,
             params: &params,

@@ -39,8 +39,13 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
         let route = ctx.route.name.as_str();
-        let level = self.level(&parts.headers)?;
-        let claims = self.client_token(&parts.headers)?;
+        let checked = self
+            .level(&parts.headers)
+            .and_then(|level| Ok((level, self.client_token(&parts.headers)?)));
+        let (level, claims) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return self.counted(route, "read", "", Err(e)),
+        };
         let projection = self
             .registry
             .get(&read.projection)
@@ -65,6 +70,7 @@ impl Gateway {
             )
             .await;
         let held = started.elapsed();
+        tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
         metrics::histogram!("tidemark_read_wait_seconds", "route" => route.to_string())
             .record(held.as_secs_f64());
         let answer = match answer {
@@ -81,7 +87,13 @@ impl Gateway {
                 metrics::counter!("tidemark_cache_hits_total", "route" => route.to_string())
                     .increment(1);
                 let advance = entry.position.clone();
-                (Source::Cache, cache_response(entry), Some(advance))
+                let resp = self.counted(
+                    route,
+                    "read",
+                    Source::Cache.as_str(),
+                    Ok(cache_response(entry)),
+                )?;
+                (Source::Cache, resp, Some(advance))
             }
             Answer::Primary => {
                 let primary = read.primary.as_deref().unwrap_or_default();
@@ -109,6 +121,7 @@ impl Gateway {
             }
         };
         self.prepare_response(resp.headers_mut(), false);
+        tracing::Span::current().record("source", source.as_str());
         let headers = resp.headers_mut();
         headers.insert(
             self.config.headers.source.clone(),
@@ -195,13 +208,13 @@ impl Gateway {
             match decision {
                 Decision::Forward { instance, source } => {
                     if source == Source::Stale {
-                        self.count_timeout(ctx, "stale");
+                        self.count_timeout(ctx, projection, started, "stale");
                     }
                     return Ok(Answer::Instance(instance, source));
                 }
                 Decision::Primary => {
                     if timed_out {
-                        self.count_timeout(ctx, "primary");
+                        self.count_timeout(ctx, projection, started, "primary");
                     }
                     return Ok(Answer::Primary);
                 }
@@ -248,7 +261,7 @@ impl Gateway {
                     }
                 }
                 Decision::TimedOut => {
-                    self.count_timeout(ctx, "error");
+                    self.count_timeout(ctx, projection, started, "error");
                     let mut frontier = PositionVector::new();
                     for cp in &checkpoints {
                         frontier.merge(cp);
@@ -287,8 +300,20 @@ impl Gateway {
         }
     }
 
-    fn count_timeout(&self, ctx: RequestCtx<'_>, action: &'static str) {
+    fn count_timeout(
+        &self,
+        ctx: RequestCtx<'_>,
+        projection: &Projection,
+        started: Instant,
+        action: &'static str,
+    ) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
+        self.recent_timeouts.push(
+            &ctx.route.name,
+            projection.name(),
+            action,
+            started.elapsed(),
+        );
     }
 
     /// The `header` checkpoint source: `Projection-Checkpoint` on a read response.

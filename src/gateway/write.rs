@@ -24,9 +24,15 @@ impl Gateway {
         mut parts: Parts,
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
-        let claims = self.client_token(&parts.headers)?;
+        let claims = match self.client_token(&parts.headers) {
+            Ok(claims) => claims,
+            Err(e) => return self.counted(&ctx.route.name, "write", "", Err(e)),
+        };
         let body = match ctx.route.cache {
-            Some(_) => self.bounded_body(&parts, body).await?,
+            Some(_) => match self.bounded_body(&parts, body).await {
+                Ok(body) => body,
+                Err(e) => return self.counted(&ctx.route.name, "write", "", Err(e)),
+            },
             None => body,
         };
         self.prepare_request(&mut parts, ctx.peer, false);

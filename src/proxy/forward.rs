@@ -91,7 +91,10 @@ impl Upstream {
         *req.uri_mut() = upstream_uri(&instance.base, req.uri().path_and_query())
             .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
         let guard = Outstanding::new(instance.outstanding.clone());
+        let started = tokio::time::Instant::now();
         let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        metrics::histogram!("tidemark_upstream_duration_seconds", "upstream" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
         let resp = match sent {
             Err(_) => {
                 metrics::counter!("tidemark_upstream_errors_total", "upstream" => self.name.clone(), "kind" => "timeout").increment(1);
