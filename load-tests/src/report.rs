@@ -1,0 +1,1 @@
+pub fn write(_d: &std::path::Path) -> Result<(), String> { Ok(()) }
