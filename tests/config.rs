@@ -252,16 +252,17 @@ fn the_demo_config_is_what_the_demo_expects() {
         &shipped("demo.toml"),
         &[
             (
-                "TIDEMARK__UPSTREAMS__USER-VIEW__URL",
+                "TIDEMARK__UPSTREAMS__USER-VIEW__INSTANCES__R0",
                 "http://127.0.0.1:40001",
             ),
             ("TIDEMARK__SERVER__LISTEN", "127.0.0.1:0"),
         ],
     )
     .unwrap();
+    let r0 = &moved.upstreams["user-view"].instances[0];
     assert_eq!(
-        moved.upstreams["user-view"].instances[0].url,
-        "http://127.0.0.1:40001/"
+        (r0.name.as_str(), r0.url.to_string()),
+        ("r0", "http://127.0.0.1:40001/".to_string())
     );
     assert_eq!(moved.server.listen.port(), 0);
 }

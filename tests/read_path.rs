@@ -23,6 +23,14 @@ fn timeout_route(action: &str) -> String {
     format!("max_wait = \"100ms\"\non_timeout = \"{action}\"{primary}")
 }
 
+/// A scenario whose reads can only be answered by holding (no write-through cache).
+fn uncached(setup: Setup) -> Setup {
+    Setup {
+        cache: false,
+        ..setup
+    }
+}
+
 async fn write(stack: &cqrs::Stack, id: u64, token: Option<&str>) -> common::Resp {
     let headers: Vec<(&str, &str)> = token
         .map(|t| vec![("consistency-token", t)])
@@ -40,11 +48,11 @@ async fn write(stack: &cqrs::Stack, id: u64, token: Option<&str>) -> common::Res
 
 #[tokio::test]
 async fn timeout_primary_answers_from_the_primary() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: FOREVER,
         read_route: timeout_route("primary"),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let token = w.header("consistency-token").unwrap();
@@ -66,11 +74,11 @@ async fn timeout_primary_answers_from_the_primary() {
 
 #[tokio::test]
 async fn timeout_stale_answers_from_the_freshest_instance_and_says_so() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: FOREVER,
         read_route: timeout_route("stale"),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let r = http()
@@ -85,11 +93,11 @@ async fn timeout_stale_answers_from_the_freshest_instance_and_says_so() {
 
 #[tokio::test]
 async fn timeout_error_is_a_503_problem_with_the_vectors_and_retry_after() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: FOREVER,
         read_route: timeout_route("error"),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let r = http()
@@ -190,11 +198,11 @@ async fn eventual_reads_never_wait_and_strong_reads_go_to_the_primary() {
 #[tokio::test]
 async fn reads_go_to_an_instance_that_covers_them_with_the_min_position_forwarded() {
     // r0 applies after 200 ms, r1 after 400 ms.
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: Duration::from_millis(200),
         instances: 2,
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let v = w.version();
@@ -243,12 +251,12 @@ async fn reads_go_to_an_instance_that_covers_them_with_the_min_position_forwarde
 
 #[tokio::test]
 async fn past_the_held_reads_cap_reads_are_refused_at_once() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: FOREVER,
         read_route: "max_wait = \"30s\"\non_timeout = \"error\"".into(),
         server: "max_held_reads = 2".into(),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let token = w.header("consistency-token").unwrap().to_string();
@@ -284,11 +292,11 @@ async fn past_the_held_reads_cap_reads_are_refused_at_once() {
 
 #[tokio::test]
 async fn a_client_that_hangs_up_while_held_frees_its_slot() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: FOREVER,
         read_route: "max_wait = \"60s\"\non_timeout = \"error\"".into(),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let token = w.header("consistency-token").unwrap();
@@ -310,10 +318,10 @@ async fn a_client_that_hangs_up_while_held_frees_its_slot() {
 
 #[tokio::test]
 async fn held_reads_are_released_when_the_checkpoint_arrives() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: Duration::from_millis(150),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let r = http()
@@ -340,11 +348,11 @@ async fn held_reads_are_released_when_the_checkpoint_arrives() {
 
 #[tokio::test]
 async fn monotonic_reads_advance_the_token_to_the_answering_instance() {
-    let stack = start(Setup {
+    let stack = start(uncached(Setup {
         lag: Duration::from_millis(20),
         read_route: "max_wait = \"2s\"\nmonotonic = true".into(),
         ..Setup::default()
-    })
+    }))
     .await;
     let w = write(&stack, 1, None).await;
     let w2 = write(&stack, 2, None).await;

@@ -211,9 +211,6 @@ async fn push_checkpoint(
     let (projection, index) = target(&s, &name, q.instance.as_deref())?;
     let cp = parse_checkpoint(&body, &projection)?;
     let applied = projection.apply(index, &cp, SourceKind::Push, Instant::now());
-    if applied.advanced {
-        metrics::counter!("tidemark_checkpoint_updates_total", "projection" => name.clone(), "source" => "push").increment(1);
-    }
     if applied.regressed {
         metrics::counter!("tidemark_checkpoint_regressions_total", "projection" => name.clone())
             .increment(1);

@@ -97,7 +97,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     println!("  read svc       http://{}\n", backend.read_addrs[0]);
 
     let id = rand::random::<u32>() % 100_000;
-    let body = format!("{{\"name\":\"Ada\",\"plan\":\"pro\"}}");
+    let body = r#"{"name":"Ada","plan":"pro"}"#.to_string();
     println!("1. Write through the gateway:  PUT /users/{id} {body}");
     let (status, headers, text) = call(
         &client,

@@ -177,10 +177,7 @@ impl Gateway {
         instance: usize,
         cp: &PositionVector,
     ) {
-        let applied = projection.apply(Some(instance), cp, SourceKind::Header, Instant::now());
-        if applied.advanced {
-            metrics::counter!("tidemark_checkpoint_updates_total", "projection" => projection.name().to_string(), "source" => "header").increment(1);
-        }
+        projection.apply(Some(instance), cp, SourceKind::Header, Instant::now());
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Setup {
     pub read_route: String,
     /// Extra keys of the `[server]` section.
     pub server: String,
+    /// Give the routes the write-through cache (`user:{id}`).
+    pub cache: bool,
 }
 
 impl Default for Setup {
@@ -29,6 +31,7 @@ impl Default for Setup {
             read_route: "max_wait = \"2s\"\non_timeout = \"primary\"\nprimary = \"commands\""
                 .into(),
             server: String::new(),
+            cache: true,
         }
     }
 }
@@ -103,14 +106,14 @@ kind = "write"
 path = "/users/{{id}}"
 upstream = "commands"
 default_log = "users"
-cache = {{ key = "user:{{id}}", ttl = "30s" }}
+{write_cache}
 [[routes]]
 name = "read-user"
 kind = "read"
 path = "/users/{{id}}"
 upstream = "view"
 projection = "users"
-cache = {{ key = "user:{{id}}" }}
+{read_cache}
 {read_route}
 "#,
         server = setup.server,
@@ -118,6 +121,16 @@ cache = {{ key = "user:{{id}}" }}
         instances = instances.join(", "),
         sources = setup.sources,
         read_route = setup.read_route,
+        write_cache = if setup.cache {
+            "cache = { key = \"user:{id}\", ttl = \"30s\" }"
+        } else {
+            ""
+        },
+        read_cache = if setup.cache {
+            "cache = { key = \"user:{id}\" }"
+        } else {
+            ""
+        },
     );
     let gateway = TestGateway::start_on(config(&toml, &[]), listeners).await;
     Stack {
