@@ -58,7 +58,11 @@ impl Backend {
     /// Starts the command service and `instances` read instances on 127.0.0.1:0, each
     /// applying events `lag` after their commit and pushing its checkpoint to every
     /// gateway admin URL in `push_to` (projection `users`).
-    pub async fn start(lag: Duration, instances: usize, push_to: &[SocketAddr]) -> std::io::Result<Backend> {
+    pub async fn start(
+        lag: Duration,
+        instances: usize,
+        push_to: &[SocketAddr],
+    ) -> std::io::Result<Backend> {
         let shutdown = CancellationToken::new();
         let mut feeds = Vec::new();
         let mut reads = Vec::new();
@@ -68,7 +72,12 @@ impl Backend {
             let instance = Arc::new(ReadInstance::new(instance_name(index)));
             let (feed, events) = mpsc::unbounded_channel();
             feeds.push(feed);
-            tokio::spawn(projector::run(instance.clone(), lag, events, shutdown.clone()));
+            tokio::spawn(projector::run(
+                instance.clone(),
+                lag,
+                events,
+                shutdown.clone(),
+            ));
             for admin in push_to {
                 let target = PushTarget {
                     admin_url: format!("http://{admin}"),
@@ -85,13 +94,13 @@ impl Backend {
             let log = Arc::new(AppliedLog::default());
             tokio::spawn(record(instance.subscribe(), log.clone(), shutdown.clone()));
             applied.push(log);
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let listener = listen()?;
             reads.push(listener.local_addr()?);
             serve(listener, read::router(instance.clone(), false), &shutdown);
             all.push(instance);
         }
         let side = Arc::new(CommandSide::new(feeds));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = listen()?;
         let command = listener.local_addr()?;
         serve(listener, command::router(side), &shutdown);
         Ok(Backend {
@@ -125,9 +134,21 @@ async fn record(
     }
 }
 
+/// A loopback listener with a deep accept queue: a released burst of held reads makes
+/// the gateway open thousands of upstream connections at once, and tokio's default
+/// backlog (1024) would drop SYNs that then retry only after a second.
+fn listen() -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(65_535)
+}
+
 fn serve(listener: TcpListener, app: axum::Router, shutdown: &CancellationToken) {
     let stop = shutdown.clone().cancelled_owned();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
     });
 }

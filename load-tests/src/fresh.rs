@@ -119,8 +119,14 @@ async fn token_for(gw: &gateway::Gateway) -> Result<String, String> {
     // Wait until the projection covers it (a read is answered from `projection`).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if let Ok(r) =
-            net::once(Method::GET, gw.proxy, "/users/1", &[("consistency-token", &token)], "").await
+        if let Ok(r) = net::once(
+            Method::GET,
+            gw.proxy,
+            "/users/1",
+            &[("consistency-token", &token)],
+            "",
+        )
+        .await
         {
             if r.header("consistency-source") == Some("projection") {
                 return Ok(token);
@@ -175,22 +181,42 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     };
     let tidemark =
         gateway::start(&args.gateway_bin, &spec, mem_addrs, core, dir, "tidemark").await?;
-    let nginx_addr = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port().map_err(|e| e.to_string())?));
+    let nginx_addr = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        procs::free_port().map_err(|e| e.to_string())?,
+    ));
     let nginx_dir = procs::scratch(dir, "nginx").map_err(|e| e.to_string())?;
-    let nginx = nginx::start(&args.nginx_bin, &nginx_dir, nginx_addr, backend.reads[0], core).await?;
+    let nginx = nginx::start(
+        &args.nginx_bin,
+        &nginx_dir,
+        nginx_addr,
+        backend.reads[0],
+        core,
+    )
+    .await?;
 
     let mut redis_proc: Option<Proc> = None;
     let mut redis_gw = None;
     let mut redis_addr = None;
     if args.redis {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port().map_err(|e| e.to_string())?));
+        let addr = std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            procs::free_port().map_err(|e| e.to_string())?,
+        ));
         let rdir = procs::scratch(dir, "redis").map_err(|e| e.to_string())?;
         redis_proc = Some(redis::start(&rdir, addr, Some(0)).await?);
         let mut rspec = spec.clone();
         rspec.redis = Some(format!("redis://{addr}"));
         redis_gw = Some(
-            gateway::start(&args.gateway_bin, &rspec, redis_gw_addrs, core, dir, "tidemark-redis")
-                .await?,
+            gateway::start(
+                &args.gateway_bin,
+                &rspec,
+                redis_gw_addrs,
+                core,
+                dir,
+                "tidemark-redis",
+            )
+            .await?,
         );
         redis_addr = Some(addr);
     }
@@ -240,7 +266,12 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     }
     let mut source_check = BTreeMap::new();
     for p in &targets {
-        let hdrs: Vec<(&str, &str)> = p.target.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let hdrs: Vec<(&str, &str)> = p
+            .target
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let r = net::once(Method::GET, p.target.addr, &p.target.path, &hdrs, "").await;
         let seen = match r {
             Ok(r) => format!(
@@ -255,20 +286,27 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
 
     eprintln!("fresh: warm-up");
     for p in &targets {
-        let _ = generator::closed_loop(&p.target, Duration::from_secs(1), args.connections, 2_000_000).await;
+        let _ = generator::closed_loop(
+            &p.target,
+            Duration::from_secs(1),
+            args.connections,
+            2_000_000,
+        )
+        .await;
     }
 
     let mut runs: Vec<RunResult> = Vec::new();
     let mut redis_reads = 0u64;
     let mut redis_cmds: BTreeMap<String, u64> = BTreeMap::new();
     let mut redis_seconds = 0.0;
-    let mut redis_measure = |r: &RunResult, before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>| {
-        redis_reads += r.sent;
-        redis_seconds += r.elapsed_s;
-        for (k, v) in redis::delta(before, after) {
-            *redis_cmds.entry(k).or_default() += v;
-        }
-    };
+    let mut redis_measure =
+        |r: &RunResult, before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>| {
+            redis_reads += r.sent;
+            redis_seconds += r.elapsed_s;
+            for (k, v) in redis::delta(before, after) {
+                *redis_cmds.entry(k).or_default() += v;
+            }
+        };
 
     for rep in 0..args.repeats {
         for p in &targets {
@@ -300,7 +338,11 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         let rate = (nginx_max * fraction).max(100.0);
         for rep in 0..args.repeats {
             for p in &targets {
-                eprintln!("fresh: {label} of nginx max ({rate:.0}/s) {} (run {})", p.target.name, rep + 1);
+                eprintln!(
+                    "fresh: {label} of nginx max ({rate:.0}/s) {} (run {})",
+                    p.target.name,
+                    rep + 1
+                );
                 let before = match (p.target.name.as_str(), redis_addr) {
                     ("tidemark-redis", Some(a)) => redis::command_calls(a).await.ok(),
                     _ => None,
@@ -323,7 +365,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     let mut redis_figures = None;
     if let Some(a) = redis_addr {
         // The same time idle, to tell background traffic (resync) from per-read traffic.
-        let idle = Duration::from_secs_f64(redis_seconds.min(10.0).max(1.0));
+        let idle = Duration::from_secs_f64(redis_seconds.clamp(1.0, 10.0));
         let before = redis::command_calls(a).await.unwrap_or_default();
         tokio::time::sleep(idle).await;
         let after = redis::command_calls(a).await.unwrap_or_default();
@@ -331,7 +373,11 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         redis_figures = Some(RedisFigures {
             reads: redis_reads,
             commands_total: total,
-            commands_per_read: if redis_reads > 0 { total as f64 / redis_reads as f64 } else { 0.0 },
+            commands_per_read: if redis_reads > 0 {
+                total as f64 / redis_reads as f64
+            } else {
+                0.0
+            },
             commands: redis_cmds,
             idle_commands: redis::delta(&before, &after),
             idle_seconds: idle.as_secs_f64(),
@@ -348,10 +394,16 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
             ..TargetFigures::default()
         };
         f.max_rps_median = median(&f.max_rps_runs);
-        f.proxy_cpu_us_per_req_median =
-            median(&max.iter().map(|r| r.proxy_cpu_us_per_req).collect::<Vec<_>>());
+        f.proxy_cpu_us_per_req_median = median(
+            &max.iter()
+                .map(|r| r.proxy_cpu_us_per_req)
+                .collect::<Vec<_>>(),
+        );
         for label in ["50%", "90%"] {
-            let open: Vec<&&RunResult> = mine.iter().filter(|r| r.mode == format!("open {label}")).collect();
+            let open: Vec<&&RunResult> = mine
+                .iter()
+                .filter(|r| r.mode == format!("open {label}"))
+                .collect();
             let mut merged = stats::histogram();
             for r in &open {
                 if let Some(h) = &r.hist {
@@ -362,12 +414,32 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                 label.to_owned(),
                 OpenFigures {
                     rate_rps: open.first().map(|r| r.offered_rps).unwrap_or(0.0),
-                    p50_us_median: median(&open.iter().map(|r| r.latency.p50_us as f64).collect::<Vec<_>>()),
-                    p99_us_median: median(&open.iter().map(|r| r.latency.p99_us as f64).collect::<Vec<_>>()),
-                    p999_us_median: median(&open.iter().map(|r| r.latency.p999_us as f64).collect::<Vec<_>>()),
+                    p50_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p50_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    p99_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p99_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    p999_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p999_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
                     errors: open.iter().map(|r| r.errors).sum(),
                     not_sent: open.iter().map(|r| r.not_sent).sum(),
-                    proxy_cpu_us_per_req_median: median(&open.iter().map(|r| r.proxy_cpu_us_per_req).collect::<Vec<_>>()),
+                    proxy_cpu_us_per_req_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.proxy_cpu_us_per_req)
+                            .collect::<Vec<_>>(),
+                    ),
                     merged: stats::summary(&merged),
                 },
             );

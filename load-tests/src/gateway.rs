@@ -159,7 +159,10 @@ pub async fn start(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while tokio::time::Instant::now() < deadline {
         if !gw.proc.running() {
-            return Err(format!("gateway {name} exited; see {}/{name}.log", dir.display()));
+            return Err(format!(
+                "gateway {name} exited; see {}/{name}.log",
+                dir.display()
+            ));
         }
         if let Ok(r) = net::once(Method::GET, admin, "/healthz", &[], "").await {
             if r.status.is_success() {

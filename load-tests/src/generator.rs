@@ -106,8 +106,13 @@ async fn request(target: &Target, sender: &mut Option<net::Sender>) -> bool {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let Ok(req) = net::build(Method::GET, target.addr, &target.path, &headers, Bytes::new())
-    else {
+    let Ok(req) = net::build(
+        Method::GET,
+        target.addr,
+        &target.path,
+        &headers,
+        Bytes::new(),
+    ) else {
         return false;
     };
     match net::send(s, req, REQUEST_TIMEOUT).await {

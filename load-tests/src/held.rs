@@ -5,8 +5,8 @@
 //! push to the last forwarded read reaching the upstream and to the last answer; and
 //! the gateway's CPU time for the release.
 //!
-//! Connections come from several loopback source addresses (127.0.0.1-4) so more than
-//! one ephemeral port range is available; the projection has four read instances so
+//! Reads travel over h2c connections, 150 streams each (see [`STREAMS_PER_CONNECTION`]
+//! for why). The projection has four read instances so
 //! the gateway's own upstream connections spread over four ports too.
 
 use std::path::PathBuf;
@@ -22,6 +22,9 @@ use crate::fresh::write_json;
 use crate::gateway::{self, GatewaySpec};
 use crate::net;
 use crate::procs;
+
+/// Concurrent reads per h2c connection.
+const STREAMS_PER_CONNECTION: usize = 150;
 
 /// Settings of the held-read scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -48,6 +51,8 @@ pub struct HeldArgs {
 pub struct HeldFigures {
     /// Reads sent.
     pub reads: usize,
+    /// h2c connections the reads were spread over.
+    pub connections: usize,
     /// Connections that could not be opened.
     pub connect_errors: usize,
     /// Highest `held_reads_total` seen before the push.
@@ -64,6 +69,8 @@ pub struct HeldFigures {
     pub kib_per_held_read: f64,
     /// (held - connected) / reads: the held read alone.
     pub kib_per_held_read_excl_connection: f64,
+    /// Released reads that reached the upstream.
+    pub reached_upstream: u64,
     /// From the start of the checkpoint push to the last read reaching the upstream.
     pub release_to_upstream_ms: f64,
     /// From the start of the push to the last answer at the client.
@@ -97,11 +104,21 @@ pub async fn run(args: HeldArgs) -> Result<(), String> {
         let f = one(&args, n).await?;
         eprintln!(
             "held: {n}: {:.2} KiB/read, release {:.1} ms (upstream {:.1} ms), ok {} errors {}",
-            f.kib_per_held_read, f.release_all_answered_ms, f.release_to_upstream_ms, f.ok, f.errors
+            f.kib_per_held_read,
+            f.release_all_answered_ms,
+            f.release_to_upstream_ms,
+            f.ok,
+            f.errors
         );
         results.push(f);
     }
-    write_json(&args.out, &HeldReport { settings: args.clone(), results })
+    write_json(
+        &args.out,
+        &HeldReport {
+            settings: args.clone(),
+            results,
+        },
+    )
 }
 
 async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
@@ -143,21 +160,24 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.rss_idle_kib = procs::rss_kib(pid);
 
-    // Open the connections, 256 at a time.
-    let mut senders = Vec::with_capacity(n);
-    let mut pending = Vec::new();
-    for i in 0..n {
+    // h2c connections, STREAMS_PER_CONNECTION reads each (hyper's server allows 200
+    // concurrent streams): one HTTP/1.1 connection per held read would need more file
+    // descriptors than RLIMIT_NOFILE allows here (20,000, not raisable without
+    // CAP_SYS_RESOURCE), in the gateway and in this process.
+    let conns = n.div_ceil(STREAMS_PER_CONNECTION);
+    f.connections = conns;
+    let mut h2 = Vec::with_capacity(conns);
+    for i in 0..conns {
         let source = 1 + (i % 4) as u8;
-        pending.push(tokio::spawn(net::connect(gw.proxy, Some(source))));
-        if pending.len() == 256 || i + 1 == n {
-            for p in pending.drain(..) {
-                match p.await {
-                    Ok(Ok(s)) => senders.push(s),
-                    _ => f.connect_errors += 1,
-                }
-            }
+        match net::connect_h2(gw.proxy, Some(source)).await {
+            Ok(s) => h2.push(s),
+            Err(_) => f.connect_errors += 1,
         }
     }
+    if h2.is_empty() {
+        return Err("no h2c connection to the gateway".into());
+    }
+    let senders: Vec<net::H2Sender> = (0..n).map(|i| h2[i % h2.len()].clone()).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     f.rss_connected_kib = procs::rss_kib(pid);
 
@@ -175,7 +195,7 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
                 Bytes::new(),
             )
             .ok()?;
-            let r = net::send(&mut s, req, Duration::from_secs(150)).await;
+            let r = net::send_h2(&mut s, req, Duration::from_secs(150)).await;
             Some((Instant::now(), matches!(r, Ok(r) if r.status.is_success())))
         }));
     }
@@ -206,14 +226,31 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
         pushes.push(tokio::spawn(async move {
             let path = format!("/projections/users/checkpoint?instance=r{i}");
             let body = format!("{{\"users\": {position}}}");
-            net::once(Method::PUT, admin, &path, &[("content-type", "application/json")], body).await
+            net::once(
+                Method::PUT,
+                admin,
+                &path,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
         }));
     }
+    // Until every read reached the upstream, or none arrived for 2 s (failed forwards).
     let release_deadline = t0 + Duration::from_secs(120);
-    while Instant::now() < release_deadline && backend.served() - served_before < expected {
+    let (mut seen, mut seen_at) = (0, t0);
+    while Instant::now() < release_deadline {
+        let served = backend.served() - served_before;
+        if served > seen {
+            (seen, seen_at) = (served, Instant::now());
+        }
+        if served >= expected || seen_at.elapsed() > Duration::from_secs(2) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    f.release_to_upstream_ms = t0.elapsed().as_secs_f64() * 1e3;
+    f.reached_upstream = seen;
+    f.release_to_upstream_ms = (seen_at - t0).as_secs_f64() * 1e3;
     for p in pushes {
         let _ = p.await;
     }

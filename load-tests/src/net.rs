@@ -82,6 +82,46 @@ pub async fn connect(addr: SocketAddr, source: Option<u8>) -> Result<Sender, Net
     Ok(sender)
 }
 
+/// A request sender on one HTTP/2 (h2c, prior knowledge) connection; clones share it.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// Opens an h2c connection (many concurrent requests on one socket).
+pub async fn connect_h2(addr: SocketAddr, source: Option<u8>) -> Result<H2Sender, NetError> {
+    let stream = connect_tcp(addr, source).await?;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `req` on an h2 connection and reads the whole answer within `timeout`.
+pub async fn send_h2(
+    sender: &mut H2Sender,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Reply, NetError> {
+    let exchange = async {
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok::<_, hyper::Error>(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(NetError::Timeout(timeout)),
+    }
+}
+
 /// A whole response.
 #[derive(Debug)]
 pub struct Reply {
@@ -172,7 +212,13 @@ mod tests {
         for a in ok {
             assert!(ensure_loopback(a.parse().unwrap()).is_ok(), "{a}");
         }
-        let refused = ["10.0.0.1:80", "0.0.0.0:80", "192.168.1.2:80", "[::]:80", "8.8.8.8:53"];
+        let refused = [
+            "10.0.0.1:80",
+            "0.0.0.0:80",
+            "192.168.1.2:80",
+            "[::]:80",
+            "8.8.8.8:53",
+        ];
         for a in refused {
             assert!(ensure_loopback(a.parse().unwrap()).is_err(), "{a}");
         }

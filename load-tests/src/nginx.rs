@@ -70,6 +70,9 @@ pub async fn start(
     if procs::wait_listening(listen, Duration::from_secs(10)).await {
         Ok(proc)
     } else {
-        Err(format!("nginx not listening on {listen}; see {}", dir.display()))
+        Err(format!(
+            "nginx not listening on {listen}; see {}",
+            dir.display()
+        ))
     }
 }

@@ -86,7 +86,10 @@ pub fn family(pid: u32) -> Vec<u32> {
         let p = out[i];
         let path = format!("/proc/{p}/task/{p}/children");
         if let Ok(text) = std::fs::read_to_string(path) {
-            out.extend(text.split_whitespace().filter_map(|s| s.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<u32>().ok()),
+            );
         }
         i += 1;
     }

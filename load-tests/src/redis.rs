@@ -28,8 +28,15 @@ pub async fn start(dir: &Path, addr: SocketAddr, core: Option<usize>) -> Result<
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let proc = Proc::spawn("redis", "redis-server", &args, &[], core, &dir.join("redis.log"))
-        .map_err(|e| format!("start redis-server: {e}"))?;
+    let proc = Proc::spawn(
+        "redis",
+        "redis-server",
+        &args,
+        &[],
+        core,
+        &dir.join("redis.log"),
+    )
+    .map_err(|e| format!("start redis-server: {e}"))?;
     if procs::wait_listening(addr, Duration::from_secs(10)).await {
         Ok(proc)
     } else {
@@ -97,7 +104,10 @@ fn parse_commandstats(text: &str) -> BTreeMap<String, u64> {
 }
 
 /// `after - before`, per command, omitting zeros.
-pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, a)| {

@@ -98,7 +98,22 @@ struct RywReport {
 }
 
 const BUCKETS: &[u64] = &[
-    100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1500, 2000, 3000, 5000, 10000, u64::MAX,
+    100,
+    200,
+    300,
+    400,
+    500,
+    600,
+    700,
+    800,
+    900,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    10000,
+    u64::MAX,
 ];
 
 /// Runs the scenario and writes its JSON.
@@ -124,9 +139,13 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
             redis: None,
         };
         let name = format!("tidemark-lag{lag_ms}");
-        let gw = gateway::start(&args.gateway_bin, &spec, addrs, None, &args.scratch, &name).await?;
+        let gw =
+            gateway::start(&args.gateway_bin, &spec, addrs, None, &args.scratch, &name).await?;
         for path in ["direct", "tidemark"] {
-            eprintln!("ryw: lag {lag_ms} ms, {path}: {} pairs at {}/s", args.pairs, args.rate);
+            eprintln!(
+                "ryw: lag {lag_ms} ms, {path}: {} pairs at {}/s",
+                args.pairs, args.rate
+            );
             let (write, read) = match path {
                 "direct" => (backend.command, backend.reads[0]),
                 _ => (gw.proxy, gw.proxy),
@@ -140,7 +159,13 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
         }
         drop(gw);
     }
-    write_json(&args.out, &RywReport { settings: args.clone(), results })
+    write_json(
+        &args.out,
+        &RywReport {
+            settings: args.clone(),
+            results,
+        },
+    )
 }
 
 async fn pairs(
@@ -179,7 +204,17 @@ async fn pairs(
                     not_sent += (total - i).div_ceil(connections as u64);
                     break;
                 }
-                out.push(pair(&mut w, &mut r, write_addr, read_addr, &format!("{tag}-{i}"), gateway).await);
+                out.push(
+                    pair(
+                        &mut w,
+                        &mut r,
+                        write_addr,
+                        read_addr,
+                        &format!("{tag}-{i}"),
+                        gateway,
+                    )
+                    .await,
+                );
                 i += connections as u64;
             }
             (out, not_sent)
@@ -222,7 +257,10 @@ async fn pairs(
                     0
                 };
                 stats::record(&mut overhead, us);
-                let b = BUCKETS.iter().position(|b| us <= *b).unwrap_or(BUCKETS.len() - 1);
+                let b = BUCKETS
+                    .iter()
+                    .position(|b| us <= *b)
+                    .unwrap_or(BUCKETS.len() - 1);
                 buckets[b] += 1;
             }
         }
@@ -233,7 +271,11 @@ async fn pairs(
         pairs: total,
         completed,
         stale,
-        stale_rate: if completed > 0 { stale as f64 / completed as f64 } else { 0.0 },
+        stale_rate: if completed > 0 {
+            stale as f64 / completed as f64
+        } else {
+            0.0
+        },
         errors,
         not_sent,
         read_latency: stats::summary(&latency),
@@ -311,7 +353,10 @@ async fn pair(
     };
     let read_sent = Instant::now();
     let Some(rd) = exchange(r, read_addr, Method::GET, &path, &headers, Bytes::new()).await else {
-        return Pair { read_sent, ..failed };
+        return Pair {
+            read_sent,
+            ..failed
+        };
     };
     let done = Instant::now();
     let ok = rd.status.is_success() || rd.status == http::StatusCode::NOT_FOUND;
