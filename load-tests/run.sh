@@ -47,7 +47,7 @@ cargo bench --bench token -- --warm-up-time 1 --measurement-time 3 token/verify_
 crit="$root/target/criterion"
 cp "$crit/waiters/advance_releasing_1000_of_100k/new/estimates.json" "$out/criterion-waiters-advance.json" || true
 cp "$crit/waiters/wait_for_then_drop_among_100k/new/estimates.json" "$out/criterion-waiters-drop.json" || true
-cp "$crit/token/verify_hs256_3_logs/new/estimates.json" "$out/criterion-token-verify.json" || true
+cp "$crit/token_verify_hs256_3_logs/new/estimates.json" "$out/criterion-token-verify.json" || true
 
 "$load" machine --out "$out/machine-after.json"
 "$load" report --dir "$out"

@@ -407,6 +407,7 @@ fn bench_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &
                 .lines()
                 .filter(|l| {
                     !l.trim().is_empty()
+                        && !l.trim_start().starts_with("Compiling")
                         && !l.contains("Warming up")
                         && !l.contains("Collecting")
                         && !l.contains("Analyzing")

@@ -38,7 +38,7 @@ pub struct RywArgs {
     #[arg(long, default_value_t = 10_000)]
     pub pairs: u64,
     /// Pair arrival rate, pairs/s.
-    #[arg(long, default_value_t = 2_000.0)]
+    #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
     /// Where the JSON goes.
     #[arg(long)]
