@@ -55,7 +55,20 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first (nginx's master then stops its worker; a SIGKILLed master would
+    /// leave the worker orphaned), SIGKILL after 3 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
