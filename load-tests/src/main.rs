@@ -1,1 +1,88 @@
-fn main() {}
+//! `tidemark-load`: the open-loop load generator and the scenarios of
+//! `load-tests/README.md`. `load-tests/run.sh` runs them all and writes the report.
+//!
+//! - [`generator`]: open loop (latency from the intended send time) and closed loop.
+//! - [`fresh`], [`ryw`], [`held`]: scenarios 1+5, 2 and 3.
+//! - [`report`] and [`svg`]: report.md and the charts from the scenarios' JSON.
+//! - [`backend`], [`gateway`], [`nginx`], [`redis`], [`procs`], [`net`]: the pieces.
+
+mod backend;
+mod fresh;
+mod gateway;
+mod generator;
+mod held;
+mod machine;
+mod net;
+mod nginx;
+mod procs;
+mod redis;
+mod report;
+mod ryw;
+mod stats;
+mod svg;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load tests for tidemark (loopback targets only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Scenario 1 (and 5 with --redis): fresh reads direct vs nginx vs tidemark.
+    Fresh(fresh::FreshArgs),
+    /// Scenario 2: read-your-writes under projection lag.
+    Ryw(ryw::RywArgs),
+    /// Scenario 3: many held reads released by one checkpoint.
+    Held(held::HeldArgs),
+    /// Writes the machine description (CPU, memory, versions) as JSON.
+    Machine {
+        /// Where the JSON goes.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Builds report.md and the SVG charts from a results directory.
+    Report {
+        /// The results directory (holds the scenarios' JSON).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidemark-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Fresh(a) => fresh::run(a).await,
+            Cmd::Ryw(a) => ryw::run(a).await,
+            Cmd::Held(a) => held::run(a).await,
+            Cmd::Machine { out } => machine::write(&out),
+            Cmd::Report { dir } => report::write(&dir),
+        }
+    });
+    // Scenario tasks may still hold connections; do not wait for them.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidemark-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

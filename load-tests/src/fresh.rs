@@ -1,0 +1,470 @@
+//! Scenario 1 (and 5): fresh reads, i.e. token-gated reads whose projection already
+//! covers the token, straight to the read instance vs through nginx vs through tidemark
+//! (and tidemark on the Redis store, with Redis commands counted per read).
+//!
+//! Both proxies run pinned to one core (`--proxy-core`); run this tool itself pinned to
+//! another (`taskset -c 0`) with the upstream in-process. Maximum throughput is a closed
+//! loop; latency is measured open loop at 50% and 90% of nginx's median maximum. Runs
+//! are interleaved target by target and repeated; the report quotes medians.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::gateway::{self, GatewaySpec};
+use crate::generator::{self, RunResult, Target};
+use crate::procs::{self, Proc};
+use crate::stats::{self, median, Summary};
+use crate::{net, nginx, redis};
+
+/// Settings of the fresh-read scenario.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct FreshArgs {
+    /// The tidemark binary.
+    #[arg(long, default_value = "target/release/tidemark")]
+    pub gateway_bin: PathBuf,
+    /// The nginx binary.
+    #[arg(long, default_value = "nginx")]
+    pub nginx_bin: String,
+    /// Core both proxies are pinned to.
+    #[arg(long, default_value_t = 1)]
+    pub proxy_core: usize,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 4.0)]
+    pub duration_s: f64,
+    /// Repeats of every measurement (medians are quoted).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Also run tidemark with `store.backend = "redis"` (scenario 5).
+    #[arg(long)]
+    pub redis: bool,
+    /// Where the JSON goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Scratch directory for configs and logs.
+    #[arg(long)]
+    pub scratch: PathBuf,
+}
+
+/// Per-target medians.
+#[derive(Debug, Default, Serialize)]
+struct TargetFigures {
+    max_rps_median: f64,
+    max_rps_runs: Vec<f64>,
+    proxy_cpu_us_per_req_median: f64,
+    /// Keyed by the load level (`50%`, `90%`).
+    open: BTreeMap<String, OpenFigures>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct OpenFigures {
+    rate_rps: f64,
+    p50_us_median: f64,
+    p99_us_median: f64,
+    p999_us_median: f64,
+    errors: u64,
+    not_sent: u64,
+    proxy_cpu_us_per_req_median: f64,
+    /// The runs' histograms merged: the chart's curve.
+    merged: Summary,
+}
+
+#[derive(Debug, Serialize)]
+struct RedisFigures {
+    reads: u64,
+    commands: BTreeMap<String, u64>,
+    commands_total: u64,
+    commands_per_read: f64,
+    /// Commands counted over an idle period as long as the runs (resync and the like).
+    idle_commands: BTreeMap<String, u64>,
+    idle_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct FreshReport {
+    settings: FreshArgs,
+    nginx_max_median_rps: f64,
+    targets: BTreeMap<String, TargetFigures>,
+    runs: Vec<RunResult>,
+    redis: Option<RedisFigures>,
+    source_check: BTreeMap<String, String>,
+}
+
+struct Proxied {
+    target: Target,
+    pid: Option<u32>,
+}
+
+async fn token_for(gw: &gateway::Gateway) -> Result<String, String> {
+    let r = net::once(
+        Method::PUT,
+        gw.proxy,
+        "/users/1",
+        &[("content-type", "application/json")],
+        r#"{"name":"load"}"#,
+    )
+    .await
+    .map_err(|e| format!("write through gateway: {e}"))?;
+    let token = r
+        .header("consistency-token")
+        .ok_or_else(|| format!("no token on write ({}): {:?}", r.status, r.body))?
+        .to_owned();
+    // Wait until the projection covers it (a read is answered from `projection`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = net::once(
+            Method::GET,
+            gw.proxy,
+            "/users/1",
+            &[("consistency-token", &token)],
+            "",
+        )
+        .await
+        {
+            if r.header("consistency-source") == Some("projection") {
+                return Ok(token);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("the projection never covered the token".into())
+}
+
+async fn measure<F, Fut>(pid: Option<u32>, run: F) -> RunResult
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = RunResult>,
+{
+    let before = pid.map(procs::cpu_seconds);
+    let mut r = run().await;
+    if let (Some(pid), Some(before)) = (pid, before) {
+        r.proxy_cpu_s = procs::cpu_seconds(pid) - before;
+        if r.ok > 0 {
+            r.proxy_cpu_us_per_req = r.proxy_cpu_s * 1e6 / r.ok as f64;
+        }
+    }
+    r
+}
+
+/// Runs the scenario and writes its JSON.
+pub async fn run(args: FreshArgs) -> Result<(), String> {
+    let dir = &args.scratch;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let duration = Duration::from_secs_f64(args.duration_s);
+    let core = Some(args.proxy_core);
+
+    let mem_addrs = gateway::addresses().map_err(|e| e.to_string())?;
+    let redis_gw_addrs = gateway::addresses().map_err(|e| e.to_string())?;
+    let mut push_to = vec![mem_addrs.1];
+    if args.redis {
+        push_to.push(redis_gw_addrs.1);
+    }
+    let backend = Backend::start(Duration::ZERO, 1, &push_to)
+        .await
+        .map_err(|e| e.to_string())?;
+    let spec = GatewaySpec {
+        command: backend.command,
+        reads: backend.reads.clone(),
+        max_held_reads: 10_000,
+        max_connections: 10_000,
+        max_wait: "1s".into(),
+        on_timeout: "error".into(),
+        cache: false,
+        redis: None,
+    };
+    let tidemark =
+        gateway::start(&args.gateway_bin, &spec, mem_addrs, core, dir, "tidemark").await?;
+    let nginx_addr = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        procs::free_port().map_err(|e| e.to_string())?,
+    ));
+    let nginx_dir = procs::scratch(dir, "nginx").map_err(|e| e.to_string())?;
+    let nginx = nginx::start(
+        &args.nginx_bin,
+        &nginx_dir,
+        nginx_addr,
+        backend.reads[0],
+        core,
+    )
+    .await?;
+
+    let mut redis_proc: Option<Proc> = None;
+    let mut redis_gw = None;
+    let mut redis_addr = None;
+    if args.redis {
+        let addr = std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            procs::free_port().map_err(|e| e.to_string())?,
+        ));
+        let rdir = procs::scratch(dir, "redis").map_err(|e| e.to_string())?;
+        redis_proc = Some(redis::start(&rdir, addr, Some(0)).await?);
+        let mut rspec = spec.clone();
+        rspec.redis = Some(format!("redis://{addr}"));
+        redis_gw = Some(
+            gateway::start(
+                &args.gateway_bin,
+                &rspec,
+                redis_gw_addrs,
+                core,
+                dir,
+                "tidemark-redis",
+            )
+            .await?,
+        );
+        redis_addr = Some(addr);
+    }
+
+    let token = token_for(&tidemark).await?;
+    let headers = vec![("consistency-token".to_owned(), token.clone())];
+    let mut targets = vec![
+        Proxied {
+            target: Target {
+                name: "direct".into(),
+                addr: backend.reads[0],
+                path: "/users/1".into(),
+                headers: headers.clone(),
+            },
+            pid: None,
+        },
+        Proxied {
+            target: Target {
+                name: "nginx".into(),
+                addr: nginx_addr,
+                path: "/users/1".into(),
+                headers: headers.clone(),
+            },
+            pid: Some(nginx.pid()),
+        },
+        Proxied {
+            target: Target {
+                name: "tidemark".into(),
+                addr: tidemark.proxy,
+                path: "/users/1".into(),
+                headers: headers.clone(),
+            },
+            pid: Some(tidemark.proc.pid()),
+        },
+    ];
+    if let Some(gw) = &redis_gw {
+        let token = token_for(gw).await?;
+        targets.push(Proxied {
+            target: Target {
+                name: "tidemark-redis".into(),
+                addr: gw.proxy,
+                path: "/users/1".into(),
+                headers: vec![("consistency-token".to_owned(), token)],
+            },
+            pid: Some(gw.proc.pid()),
+        });
+    }
+    let mut source_check = BTreeMap::new();
+    for p in &targets {
+        let hdrs: Vec<(&str, &str)> = p
+            .target
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = net::once(Method::GET, p.target.addr, &p.target.path, &hdrs, "").await;
+        let seen = match r {
+            Ok(r) => format!(
+                "{} source={}",
+                r.status,
+                r.header("consistency-source").unwrap_or("-")
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        source_check.insert(p.target.name.clone(), seen);
+    }
+
+    eprintln!("fresh: warm-up");
+    for p in &targets {
+        let _ = generator::closed_loop(
+            &p.target,
+            Duration::from_secs(1),
+            args.connections,
+            2_000_000,
+        )
+        .await;
+    }
+
+    let mut runs: Vec<RunResult> = Vec::new();
+    let mut redis_reads = 0u64;
+    let mut redis_cmds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut redis_seconds = 0.0;
+    let mut redis_measure =
+        |r: &RunResult, before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>| {
+            redis_reads += r.sent;
+            redis_seconds += r.elapsed_s;
+            for (k, v) in redis::delta(before, after) {
+                *redis_cmds.entry(k).or_default() += v;
+            }
+        };
+
+    for rep in 0..args.repeats {
+        for p in &targets {
+            eprintln!("fresh: max throughput {} (run {})", p.target.name, rep + 1);
+            let before = match (p.target.name.as_str(), redis_addr) {
+                ("tidemark-redis", Some(a)) => redis::command_calls(a).await.ok(),
+                _ => None,
+            };
+            let r = measure(p.pid, || {
+                generator::closed_loop(&p.target, duration, args.connections, 50_000_000)
+            })
+            .await;
+            if let (Some(before), Some(a)) = (before, redis_addr) {
+                if let Ok(after) = redis::command_calls(a).await {
+                    redis_measure(&r, &before, &after);
+                }
+            }
+            runs.push(r);
+        }
+    }
+    let nginx_max = median(
+        &runs
+            .iter()
+            .filter(|r| r.target == "nginx" && r.mode == "closed")
+            .map(|r| r.achieved_rps)
+            .collect::<Vec<_>>(),
+    );
+    for (label, fraction) in [("50%", 0.5), ("90%", 0.9)] {
+        let rate = (nginx_max * fraction).max(100.0);
+        for rep in 0..args.repeats {
+            for p in &targets {
+                eprintln!(
+                    "fresh: {label} of nginx max ({rate:.0}/s) {} (run {})",
+                    p.target.name,
+                    rep + 1
+                );
+                let before = match (p.target.name.as_str(), redis_addr) {
+                    ("tidemark-redis", Some(a)) => redis::command_calls(a).await.ok(),
+                    _ => None,
+                };
+                let mut r = measure(p.pid, || {
+                    generator::open_loop(&p.target, rate, duration, args.connections)
+                })
+                .await;
+                if let (Some(before), Some(a)) = (before, redis_addr) {
+                    if let Ok(after) = redis::command_calls(a).await {
+                        redis_measure(&r, &before, &after);
+                    }
+                }
+                r.mode = format!("open {label}");
+                runs.push(r);
+            }
+        }
+    }
+
+    let mut redis_figures = None;
+    if let Some(a) = redis_addr {
+        // The same time idle, to tell background traffic (resync) from per-read traffic.
+        let idle = Duration::from_secs_f64(redis_seconds.clamp(1.0, 10.0));
+        let before = redis::command_calls(a).await.unwrap_or_default();
+        tokio::time::sleep(idle).await;
+        let after = redis::command_calls(a).await.unwrap_or_default();
+        let total: u64 = redis_cmds.values().sum();
+        redis_figures = Some(RedisFigures {
+            reads: redis_reads,
+            commands_total: total,
+            commands_per_read: if redis_reads > 0 {
+                total as f64 / redis_reads as f64
+            } else {
+                0.0
+            },
+            commands: redis_cmds,
+            idle_commands: redis::delta(&before, &after),
+            idle_seconds: idle.as_secs_f64(),
+        });
+    }
+
+    let mut figures = BTreeMap::new();
+    for p in &targets {
+        let name = &p.target.name;
+        let mine: Vec<&RunResult> = runs.iter().filter(|r| &r.target == name).collect();
+        let max: Vec<&&RunResult> = mine.iter().filter(|r| r.mode == "closed").collect();
+        let mut f = TargetFigures {
+            max_rps_runs: max.iter().map(|r| r.achieved_rps).collect(),
+            ..TargetFigures::default()
+        };
+        f.max_rps_median = median(&f.max_rps_runs);
+        f.proxy_cpu_us_per_req_median = median(
+            &max.iter()
+                .map(|r| r.proxy_cpu_us_per_req)
+                .collect::<Vec<_>>(),
+        );
+        for label in ["50%", "90%"] {
+            let open: Vec<&&RunResult> = mine
+                .iter()
+                .filter(|r| r.mode == format!("open {label}"))
+                .collect();
+            let mut merged = stats::histogram();
+            for r in &open {
+                if let Some(h) = &r.hist {
+                    let _ = merged.add(h);
+                }
+            }
+            f.open.insert(
+                label.to_owned(),
+                OpenFigures {
+                    rate_rps: open.first().map(|r| r.offered_rps).unwrap_or(0.0),
+                    p50_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p50_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    p99_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p99_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    p999_us_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.latency.p999_us as f64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    errors: open.iter().map(|r| r.errors).sum(),
+                    not_sent: open.iter().map(|r| r.not_sent).sum(),
+                    proxy_cpu_us_per_req_median: median(
+                        &open
+                            .iter()
+                            .map(|r| r.proxy_cpu_us_per_req)
+                            .collect::<Vec<_>>(),
+                    ),
+                    merged: stats::summary(&merged),
+                },
+            );
+        }
+        figures.insert(name.clone(), f);
+    }
+    let report = FreshReport {
+        settings: args.clone(),
+        nginx_max_median_rps: nginx_max,
+        targets: figures,
+        runs,
+        redis: redis_figures,
+        source_check,
+    };
+    write_json(&args.out, &report)?;
+    drop(redis_gw);
+    drop(redis_proc);
+    drop(nginx);
+    drop(tidemark);
+    drop(backend);
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
