@@ -408,7 +408,7 @@ async fn every_family_is_present_after_traffic_with_bounded_labels() {
 #[test]
 fn the_grafana_dashboard_uses_only_exported_metrics() {
     let dashboard: serde_json::Value =
-        serde_json::from_str(include_str!("../dashboards/tidemark-grafana.json")).unwrap();
+        serde_json::from_str(include_str!("../config/grafana-dashboard.json")).unwrap();
     let text = dashboard.to_string();
     let mut used = Vec::new();
     for prefix in ["tidemark_", "process_"] {
