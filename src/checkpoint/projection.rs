@@ -42,6 +42,9 @@ pub struct Projection {
     log_index: HashMap<String, u32>,
     instances: Vec<String>,
     state: Arc<Mutex<State>>,
+    /// The checkpoints as position vectors, rebuilt on every advance or reset (rare) so
+    /// the read path loads them without locking or allocating (every read).
+    snapshot: arc_swap::ArcSwap<Vec<PositionVector>>,
     pub(crate) held: AtomicUsize,
 }
 
@@ -82,6 +85,7 @@ impl Projection {
                 writes: WriteRecord::new(l, MAX_WRITE_RECORD),
                 rates: Rates::new(n, l),
             })),
+            snapshot: arc_swap::ArcSwap::from_pointee(vec![PositionVector::new(); n]),
             logs: log_names,
             instances,
             held: AtomicUsize::new(0),
@@ -137,9 +141,10 @@ impl Projection {
         let mut applied = Applied::default();
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let mut moved = Vec::with_capacity(report.len());
+        // Every (instance, log) that moved; waiters are woken only after the snapshot
+        // shows the new checkpoints, so a released read never sees an older one.
+        let mut moved: Vec<(usize, u32)> = Vec::new();
         for i in targets {
-            moved.clear();
             let Some(cp) = state.checkpoints.get_mut(i) else {
                 continue;
             };
@@ -153,19 +158,20 @@ impl Projection {
                     _ => {
                         *slot = Some(pos);
                         state.rates.observe(i, log as usize, pos, now);
-                        moved.push(log);
+                        moved.push((i, log));
                     }
                 }
             }
-            for &log in &moved {
-                applied.woken += state.waiters.advance(i, log, cp);
-            }
-            applied.advanced |= !moved.is_empty();
         }
+        applied.advanced = !moved.is_empty();
         if applied.advanced {
             for &(log, _) in &report {
                 let floor = min_checkpoint(&state.checkpoints, log as usize);
                 state.writes.prune(log as usize, floor);
+            }
+            self.publish(state);
+            for &(i, log) in &moved {
+                applied.woken += state.waiters.advance(i, log, &state.checkpoints[i]);
             }
         }
         drop(guard);
@@ -191,12 +197,23 @@ impl Projection {
             }
             state.rates.reset(i);
         }
+        self.publish(&state);
     }
 
     /// Every instance's checkpoint, by index (logs nothing was reported for are absent).
     pub fn checkpoints(&self) -> Vec<PositionVector> {
-        let state = lock(&self.state);
-        state
+        self.snapshot().as_ref().clone()
+    }
+
+    /// The same, shared: an atomic load, no lock and no allocation (the read path).
+    /// Never ahead of the registry; [`wait_for`](Self::wait_for) is the authority.
+    pub fn snapshot(&self) -> Arc<Vec<PositionVector>> {
+        self.snapshot.load_full()
+    }
+
+    /// Rebuilds the snapshot from `state` (called with the state locked).
+    fn publish(&self, state: &State) {
+        let vectors = state
             .checkpoints
             .iter()
             .map(|cp| {
@@ -206,7 +223,8 @@ impl Projection {
                     .filter_map(|(log, pos)| pos.map(|p| (log.as_str(), p)))
                     .collect()
             })
-            .collect()
+            .collect();
+        self.snapshot.store(Arc::new(vectors));
     }
 
     /// Resolves at once when an instance covers `required`, else registers a waiter

@@ -58,12 +58,17 @@ impl Gateway {
             .clone();
         let upstream = self.upstream(&ctx.route.upstream)?.clone();
 
+        let token_required = claims
+            .as_ref()
+            .map(|c| c.pos.restrict(projection.logs()))
+            .unwrap_or_default();
         let answer = self
             .decide(
                 ctx,
                 read,
                 level,
                 claims.as_ref(),
+                &token_required,
                 &projection,
                 &upstream,
                 started,
@@ -78,10 +83,6 @@ impl Gateway {
             Err(e) => return self.counted(route, "read", "", Err(e)),
         };
 
-        let token_required = claims
-            .as_ref()
-            .map(|c| c.pos.restrict(projection.logs()))
-            .unwrap_or_default();
         let (source, mut resp, advance) = match answer {
             Answer::Cache(entry) => {
                 metrics::counter!("tidemark_cache_hits_total", "route" => route.to_string())
@@ -116,8 +117,8 @@ impl Gateway {
                 let result = upstream.send(i, Request::from_parts(parts, body)).await;
                 let resp = self.counted(route, "read", source.as_str(), result)?;
                 self.learn_from_response(ctx, &projection, i, resp.headers());
-                let cp = projection.checkpoints().swap_remove(i);
-                (source, resp, Some(cp))
+                let cp = projection.snapshot().get(i).cloned();
+                (source, resp, cp)
             }
         };
         self.prepare_response(resp.headers_mut(), false);
@@ -160,13 +161,11 @@ impl Gateway {
         read: &ReadRoute,
         level: Level,
         claims: Option<&Claims>,
+        token_required: &PositionVector,
         projection: &Arc<Projection>,
         upstream: &Upstream,
         started: Instant,
     ) -> Result<Answer, GatewayError> {
-        let token_required = claims
-            .map(|c| c.pos.restrict(projection.logs()))
-            .unwrap_or_default();
         let cache_key = match (claims, &ctx.route.cache, ctx.cache_key) {
             (Some(_), Some(_), Some(template)) => Some(template.expand(ctx.params)),
             _ => None,
@@ -185,7 +184,7 @@ impl Gateway {
             if let Some(budget) = read.staleness_budget {
                 required.merge(&projection.budget_requirement(budget, Instant::now()));
             }
-            let checkpoints = projection.checkpoints();
+            let checkpoints = projection.snapshot();
             let views: Vec<InstanceView<'_>> = checkpoints
                 .iter()
                 .enumerate()
@@ -196,7 +195,7 @@ impl Gateway {
                 .collect();
             let decision = gate::decide(&GateInput {
                 level,
-                token_required: &token_required,
+                token_required,
                 required: &required,
                 instances: &views,
                 cache,
@@ -228,7 +227,7 @@ impl Gateway {
                     let key = cache_key.as_deref().unwrap_or_default();
                     let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
                     cache = match self.cache.get(key, sid).await {
-                        Ok(Some(entry)) if entry.position.covers(&token_required) => {
+                        Ok(Some(entry)) if entry.position.covers(token_required) => {
                             cached = Some(entry);
                             CacheState::Hit
                         }
@@ -263,7 +262,7 @@ impl Gateway {
                 Decision::TimedOut => {
                     self.count_timeout(ctx, projection, started, "error");
                     let mut frontier = PositionVector::new();
-                    for cp in &checkpoints {
+                    for cp in checkpoints.iter() {
                         frontier.merge(cp);
                     }
                     let eta = projection.eta(&required, Instant::now());
