@@ -24,7 +24,7 @@ on_invalid = "reject"
 
 [store]
 backend = "memory"               # memory (embedded, one instance) | redis
-# redis_url = "redis://127.0.0.1:6379"                       # one Redis server
+# redis_url = "redis://10.0.0.5:6379"                         # one Redis server
 # cluster_urls = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]   # Redis Cluster seeds
 
 [upstreams.user-commands]

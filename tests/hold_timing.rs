@@ -17,7 +17,9 @@ use tidemark::position::PositionVector;
 use tidemark::token::KeyRing;
 use tokio::time::Instant;
 
-fn gateway(max_wait: &str) -> (Arc<Gateway>, Arc<Registry>, KeyRing) {
+/// A gateway whose read route holds for `max_wait` (plus `extra` route keys), in front
+/// of an upstream that is down (a forwarded read shows as 502).
+fn gateway(max_wait: &str, extra: &str) -> (Arc<Gateway>, Arc<Registry>, KeyRing) {
     let port = common::closed_port();
     let toml = format!(
         r#"
@@ -33,6 +35,7 @@ upstream = "view"
 projection = "users"
 max_wait = "{max_wait}"
 on_timeout = "error"
+{extra}
 "#
     );
     let config = Arc::new(common::config(&toml, &[]));
@@ -66,7 +69,7 @@ const PEER: SocketAddr =
 #[tokio::test(start_paused = true)]
 async fn max_wait_is_kept_to_the_millisecond() {
     for wait in [1u64, 300, 2500] {
-        let (gw, _registry, ring) = gateway(&format!("{wait}ms"));
+        let (gw, _registry, ring) = gateway(&format!("{wait}ms"), "");
         let started = Instant::now();
         let resp = gw.handle_request(read(&ring, "users=5"), PEER).await;
         assert_eq!(
@@ -83,7 +86,7 @@ async fn max_wait_is_kept_to_the_millisecond() {
 
 #[tokio::test(start_paused = true)]
 async fn a_checkpoint_releases_the_held_read_the_instant_it_arrives() {
-    let (gw, registry, ring) = gateway("10s");
+    let (gw, registry, ring) = gateway("10s", "");
     let started = Instant::now();
     let held = tokio::spawn(gw.clone().handle_request(read(&ring, "users=5"), PEER));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -112,35 +115,7 @@ async fn a_checkpoint_releases_the_held_read_the_instant_it_arrives() {
 
 #[tokio::test(start_paused = true)]
 async fn a_staleness_budget_keeps_lagging_instances_from_serving_even_without_a_token() {
-    let port = common::closed_port();
-    let toml = format!(
-        r#"
-[upstreams.view]
-url = "http://127.0.0.1:{port}"
-[projections.users]
-logs = ["users"]
-[[routes]]
-name = "read"
-kind = "read"
-path = "/users/{{id}}"
-upstream = "view"
-projection = "users"
-max_wait = "40ms"
-on_timeout = "error"
-staleness_budget = "100ms"
-"#
-    );
-    let config = Arc::new(common::config(&toml, &[]));
-    let registry = Arc::new(Registry::new(&config));
-    let gw = Arc::new(
-        Gateway::new(
-            config,
-            registry.clone(),
-            Cache::Memory(MemoryCache::new(16)),
-            None,
-        )
-        .unwrap(),
-    );
+    let (gw, registry, _) = gateway("40ms", "staleness_budget = \"100ms\"");
     let tokenless = || {
         Request::get("/users/1")
             .body(tidemark::proxy::empty())

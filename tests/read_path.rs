@@ -46,11 +46,12 @@ async fn write(stack: &cqrs::Stack, id: u64, token: Option<&str>) -> common::Res
     r
 }
 
-#[tokio::test]
-async fn timeout_primary_answers_from_the_primary() {
+/// Writes user 1, then reads it back with the writer's token from a projection that
+/// never catches up (no cache), so the read ends with the route's `on_timeout` action.
+async fn read_after_timeout(action: &str) -> (common::Resp, common::Resp) {
     let stack = start(uncached(Setup {
         lag: FOREVER,
-        read_route: timeout_route("primary"),
+        read_route: timeout_route(action),
         ..Setup::default()
     }))
     .await;
@@ -62,6 +63,12 @@ async fn timeout_primary_answers_from_the_primary() {
             &[("consistency-token", token)],
         )
         .await;
+    (w, r)
+}
+
+#[tokio::test]
+async fn timeout_primary_answers_from_the_primary() {
+    let (w, r) = read_after_timeout("primary").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("consistency-source"), Some("primary"));
     assert_eq!(r.version(), w.version(), "the primary has the write");
@@ -74,38 +81,14 @@ async fn timeout_primary_answers_from_the_primary() {
 
 #[tokio::test]
 async fn timeout_stale_answers_from_the_freshest_instance_and_says_so() {
-    let stack = start(uncached(Setup {
-        lag: FOREVER,
-        read_route: timeout_route("stale"),
-        ..Setup::default()
-    }))
-    .await;
-    let w = write(&stack, 1, None).await;
-    let r = http()
-        .get(
-            &stack.gateway.url("/users/1"),
-            &[("consistency-token", w.header("consistency-token").unwrap())],
-        )
-        .await;
+    let (_, r) = read_after_timeout("stale").await;
     assert_eq!(r.header("consistency-source"), Some("stale"));
     assert_eq!(r.status, 404, "the read model does not have the user yet");
 }
 
 #[tokio::test]
 async fn timeout_error_is_a_503_problem_with_the_vectors_and_retry_after() {
-    let stack = start(uncached(Setup {
-        lag: FOREVER,
-        read_route: timeout_route("error"),
-        ..Setup::default()
-    }))
-    .await;
-    let w = write(&stack, 1, None).await;
-    let r = http()
-        .get(
-            &stack.gateway.url("/users/1"),
-            &[("consistency-token", w.header("consistency-token").unwrap())],
-        )
-        .await;
+    let (w, r) = read_after_timeout("error").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);

@@ -102,7 +102,7 @@ pub fn redis_url(text: &str) -> Result<(), Problem> {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
         _ => Err(problem(
             format!("`{text}` is not a Redis URL"),
-            "write `redis://HOST:PORT` (e.g. `redis://127.0.0.1:6379`)",
+            "write `redis://HOST:PORT` (e.g. `redis://10.0.0.5:6379`)",
         )),
     }
 }
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn redis_urls_and_redaction() {
-        assert!(redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(redis_url("redis://10.0.0.5:6379").is_ok());
         assert!(redis_url("redis://:pw@h:1/0").is_ok());
         assert!(redis_url("rediss://h").unwrap_err().0.contains("TLS"));
         assert!(redis_url("http://h").is_err());
