@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: per-projection checkpoints, the waiter registry, write-time record,
 //!   checkpoint sources (poll here; push in [`admin`], header in the read path).
 //! - [`gate`]: the read decision, a pure function.
+//! - [`gateway`]: request handling: route match, token, then the read, write or
+//!   passthrough path (the gate's I/O: cache lookups, holds, forwarding).
 //! - [`proxy`]: upstream client, hop-by-hop/forwarded headers, forwarding.
 //! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
 //! - [`store`]: shared state in Redis.
@@ -16,6 +18,7 @@
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
 //! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.
+//! - [`telemetry`]: logging, the Prometheus recorder, process metrics, recent timeouts.
 //! - [`demo`]: the example backend behind `tidemark demo`, tests and load tests.
 
 pub mod admin;
