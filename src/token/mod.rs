@@ -6,12 +6,15 @@
 //! - [`keys`]: loading and checking keys ([`KeyRing::from_config`]).
 //! - `codec`: [`KeyRing::mint`] and [`KeyRing::verify`] (the JWT wire form).
 //! - `transport`: [`extract`] from a header or cookie, [`set_cookie`].
+//! - [`verified`]: a bounded memo of verified tokens (a client echoes one token on
+//!   every read; its signature is checked once).
 //! - `cli`: [`keygen`] and [`inspect`] for `tidemark token ...`.
 
 mod cli;
 mod codec;
 pub mod keys;
 mod transport;
+pub mod verified;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -23,6 +26,7 @@ pub use cli::{inspect, keygen};
 pub use codec::MAX_SID_LEN;
 pub use keys::{KeyRing, MIN_HS256_SECRET};
 pub use transport::{extract, set_cookie};
+pub use verified::VerifiedTokens;
 
 /// Tokens larger than this are refused before any parsing (4 KiB, SPEC "Token"): a
 /// vector bounded by the configured logs fits easily, and a cap keeps headers small.

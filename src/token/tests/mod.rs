@@ -4,6 +4,7 @@
 
 mod cli;
 mod keys;
+mod verified;
 mod verify;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
