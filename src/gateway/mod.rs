@@ -3,6 +3,7 @@
 
 mod passthrough;
 mod read;
+mod route_metrics;
 mod write;
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,12 +26,17 @@ use crate::proxy::{headers, Body};
 use crate::route::{RouteMatch, RouteTable};
 use crate::store::redis::RedisStore;
 use crate::token::{self, Claims, KeyRing, TokenError};
+use route_metrics::RouteMetrics;
 
 /// Everything a request needs, built once at start-up.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
+    /// Metric handles per route, by route index.
+    route_metrics: Vec<RouteMetrics>,
     pub keys: KeyRing,
+    /// Tokens this ring verified before (memoized: a client echoes one token on every read).
+    verified: token::VerifiedTokens,
     pub registry: Arc<Registry>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Cache,
@@ -69,6 +75,11 @@ impl Gateway {
     ) -> Result<Gateway, BuildError> {
         let keys = KeyRing::from_config(&config.token)?;
         let routes = RouteTable::new(&config.routes).map_err(BuildError::Routes)?;
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| RouteMetrics::new(&r.name, r.kind.as_str()))
+            .collect();
         let upstreams = config
             .upstreams
             .values()
@@ -90,7 +101,9 @@ impl Gateway {
         Ok(Gateway {
             config,
             routes,
+            route_metrics,
             keys,
+            verified: token::VerifiedTokens::default(),
             registry,
             upstreams,
             cache,
@@ -175,8 +188,15 @@ impl Gateway {
         let span = tracing::Span::current();
         span.record("route", route.config.name.as_str());
         span.record("kind", route.config.kind.as_str());
+        let Some(metrics) = self.route_metrics.get(route.index) else {
+            return Err(GatewayError::NotFound(format!(
+                "route {:?} has no metrics",
+                route.config.name
+            )));
+        };
         let ctx = RequestCtx {
             route: &route.config,
+            metrics,
             params: &params,
             peer,
             cache_key: route.cache_key.as_ref(),
@@ -190,12 +210,12 @@ impl Gateway {
 
     /// The client's token: `None` when absent or expired (and, with `on_invalid =
     /// "ignore"`, when invalid).
-    fn client_token(&self, headers: &HeaderMap) -> Result<Option<Claims>, GatewayError> {
+    fn client_token(&self, headers: &HeaderMap) -> Result<Option<Arc<Claims>>, GatewayError> {
         let cookie = self.config.token.cookie.as_ref().map(|c| c.name.as_str());
         let Some(raw) = token::extract(headers, &self.config.headers.token, cookie) else {
             return Ok(None);
         };
-        match self.keys.verify(raw, SystemTime::now()) {
+        match self.verified.verify(&self.keys, raw, SystemTime::now()) {
             Ok(claims) => Ok(Some(claims)),
             Err(e) => {
                 metrics::counter!("tidemark_tokens_rejected_total", "reason" => e.reason())
@@ -261,8 +281,7 @@ impl Gateway {
     /// Counts a finished request in `tidemark_requests_total` and passes its result on.
     fn counted(
         &self,
-        route: &str,
-        kind: &'static str,
+        ctx: RequestCtx<'_>,
         source: &'static str,
         result: Result<Response<Body>, GatewayError>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -270,7 +289,7 @@ impl Gateway {
             Ok(r) => r.status(),
             Err(e) => e.status(),
         };
-        metrics::counter!("tidemark_requests_total", "route" => route.to_string(), "kind" => kind, "source" => source, "status" => status_class(status)).increment(1);
+        ctx.metrics.request(source, status);
         result
     }
 
@@ -285,6 +304,7 @@ impl Gateway {
 #[derive(Clone, Copy)]
 struct RequestCtx<'a> {
     route: &'a crate::config::RouteConfig,
+    metrics: &'a RouteMetrics,
     params: &'a crate::route::Params,
     peer: SocketAddr,
     cache_key: Option<&'a crate::route::KeyTemplate>,
@@ -296,15 +316,4 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// Status class label (`2xx`) for metrics.
-fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }

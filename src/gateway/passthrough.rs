@@ -32,7 +32,7 @@ impl Gateway {
         let result = upstream
             .send(instance, Request::from_parts(parts, body))
             .await;
-        let mut resp = self.counted(&ctx.route.name, "passthrough", "", result)?;
+        let mut resp = self.counted(ctx, "", result)?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         self.prepare_response(resp.headers_mut(), switching);
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

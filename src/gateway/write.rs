@@ -26,12 +26,12 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let claims = match self.client_token(&parts.headers) {
             Ok(claims) => claims,
-            Err(e) => return self.counted(&ctx.route.name, "write", "", Err(e)),
+            Err(e) => return self.counted(ctx, "", Err(e)),
         };
         let body = match ctx.route.cache {
             Some(_) => match self.bounded_body(&parts, body).await {
                 Ok(body) => body,
-                Err(e) => return self.counted(&ctx.route.name, "write", "", Err(e)),
+                Err(e) => return self.counted(ctx, "", Err(e)),
             },
             None => body,
         };
@@ -41,7 +41,7 @@ impl Gateway {
         let result = upstream
             .send(instance, Request::from_parts(parts, body))
             .await;
-        let resp = self.counted(&ctx.route.name, "write", "", result)?;
+        let resp = self.counted(ctx, "", result)?;
         let (mut head, body) = resp.into_parts();
         let reported = head
             .headers
@@ -64,7 +64,7 @@ impl Gateway {
             }
         }
         let (sid, mut frontier) = match claims {
-            Some(c) => (c.sid, c.pos),
+            Some(c) => (c.sid.clone(), c.pos.clone()),
             None => (token::new_session_id(), PositionVector::new()),
         };
         frontier.merge(&position);
