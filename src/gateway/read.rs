@@ -38,13 +38,12 @@ impl Gateway {
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
-        let route = ctx.route.name.as_str();
         let checked = self
             .level(&parts.headers)
             .and_then(|level| Ok((level, self.client_token(&parts.headers)?)));
         let (level, claims) = match checked {
             Ok(checked) => checked,
-            Err(e) => return self.counted(route, "read", "", Err(e)),
+            Err(e) => return self.counted(ctx, "", Err(e)),
         };
         let projection = self
             .registry
@@ -67,7 +66,7 @@ impl Gateway {
                 ctx,
                 read,
                 level,
-                claims.as_ref(),
+                claims.as_deref(),
                 &token_required,
                 &projection,
                 &upstream,
@@ -76,24 +75,17 @@ impl Gateway {
             .await;
         let held = started.elapsed();
         tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
-        metrics::histogram!("tidemark_read_wait_seconds", "route" => route.to_string())
-            .record(held.as_secs_f64());
+        ctx.metrics.read_wait().record(held.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
-            Err(e) => return self.counted(route, "read", "", Err(e)),
+            Err(e) => return self.counted(ctx, "", Err(e)),
         };
 
         let (source, mut resp, advance) = match answer {
             Answer::Cache(entry) => {
-                metrics::counter!("tidemark_cache_hits_total", "route" => route.to_string())
-                    .increment(1);
+                ctx.metrics.cache_hit().increment(1);
                 let advance = entry.position.clone();
-                let resp = self.counted(
-                    route,
-                    "read",
-                    Source::Cache.as_str(),
-                    Ok(cache_response(entry)),
-                )?;
+                let resp = self.counted(ctx, Source::Cache.as_str(), Ok(cache_response(entry)))?;
                 (Source::Cache, resp, Some(advance))
             }
             Answer::Primary => {
@@ -102,7 +94,7 @@ impl Gateway {
                 self.prepare_request(&mut parts, ctx.peer, false);
                 let i = primary.pick();
                 let result = primary.send(i, Request::from_parts(parts, body)).await;
-                let resp = self.counted(route, "read", Source::Primary.as_str(), result)?;
+                let resp = self.counted(ctx, Source::Primary.as_str(), result)?;
                 (Source::Primary, resp, None)
             }
             Answer::Instance(i, source) => {
@@ -115,9 +107,14 @@ impl Gateway {
                     }
                 }
                 let result = upstream.send(i, Request::from_parts(parts, body)).await;
-                let resp = self.counted(route, "read", source.as_str(), result)?;
+                let resp = self.counted(ctx, source.as_str(), result)?;
                 self.learn_from_response(ctx, &projection, i, resp.headers());
-                let cp = projection.snapshot().get(i).cloned();
+                // What the answering instance had applied: the monotonic token's floor.
+                let cp = if read.monotonic {
+                    projection.snapshot().get(i).cloned()
+                } else {
+                    None
+                };
                 (source, resp, cp)
             }
         };
@@ -128,21 +125,17 @@ impl Gateway {
             self.config.headers.source.clone(),
             HeaderValue::from_static(source.as_str()),
         );
-        let timing = format!(
-            "tidemark;dur={:.1};desc=\"{}\"",
-            held.as_secs_f64() * 1000.0,
-            source.as_str()
+        let timing = server_timing(
+            headers.get(&SERVER_TIMING).and_then(|v| v.to_str().ok()),
+            held,
+            source,
         );
-        let timing = match headers.get(&SERVER_TIMING).and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {timing}"),
-            None => timing,
-        };
         if let Ok(v) = HeaderValue::from_str(&timing) {
             headers.insert(SERVER_TIMING.clone(), v);
         }
         if read.monotonic {
             let (sid, mut pos) = match claims {
-                Some(c) => (c.sid, c.pos),
+                Some(c) => (c.sid.clone(), c.pos.clone()),
                 None => (crate::token::new_session_id(), PositionVector::new()),
             };
             if let Some(advance) = advance {
@@ -180,10 +173,14 @@ impl Gateway {
         let mut timed_out = false;
         let mut permit = None;
         loop {
-            let mut required = token_required.clone();
-            if let Some(budget) = read.staleness_budget {
-                required.merge(&projection.budget_requirement(budget, Instant::now()));
-            }
+            let required = match read.staleness_budget {
+                None => std::borrow::Cow::Borrowed(token_required),
+                Some(budget) => {
+                    let mut r = token_required.clone();
+                    r.merge(&projection.budget_requirement(budget, Instant::now()));
+                    std::borrow::Cow::Owned(r)
+                }
+            };
             let checkpoints = projection.snapshot();
             let views: Vec<InstanceView<'_>> = checkpoints
                 .iter()
@@ -268,7 +265,7 @@ impl Gateway {
                     let eta = projection.eta(&required, Instant::now());
                     return Err(GatewayError::HoldTimeout {
                         projection: projection.name().to_string(),
-                        required,
+                        required: required.into_owned(),
                         checkpoint: frontier.restrict(projection.logs()),
                         waited: started.elapsed(),
                         retry_after: eta.unwrap_or(std::time::Duration::from_secs(1)),
@@ -363,4 +360,46 @@ fn cache_response(entry: CachedResponse) -> Response<Body> {
         resp.headers_mut().insert(CONTENT_TYPE, ct);
     }
     resp
+}
+
+/// The `Server-Timing` value: the upstream's own entries (if any), then
+/// `tidemark;dur=<ms, one decimal>;desc="<source>"` (integer arithmetic: no float
+/// formatting on every read).
+fn server_timing(existing: Option<&str>, held: std::time::Duration, source: Source) -> String {
+    use std::fmt::Write;
+    let tenths = (held.as_micros() + 50) / 100;
+    let mut out = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 48);
+    if let Some(existing) = existing {
+        out.push_str(existing);
+        out.push_str(", ");
+    }
+    let _ = write!(
+        out,
+        "tidemark;dur={}.{};desc=\"{}\"",
+        tenths / 10,
+        tenths % 10,
+        source.as_str()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn server_timing_rounds_to_a_tenth_of_a_millisecond_and_keeps_upstream_entries() {
+        let t = |us: u64| server_timing(None, Duration::from_micros(us), Source::Projection);
+        assert_eq!(t(0), r#"tidemark;dur=0.0;desc="projection""#);
+        assert_eq!(t(49), r#"tidemark;dur=0.0;desc="projection""#);
+        assert_eq!(t(50), r#"tidemark;dur=0.1;desc="projection""#);
+        assert_eq!(t(1_234), r#"tidemark;dur=1.2;desc="projection""#);
+        assert_eq!(t(501_960), r#"tidemark;dur=502.0;desc="projection""#);
+        assert_eq!(
+            server_timing(Some("db;dur=3"), Duration::from_millis(2), Source::Cache),
+            r#"db;dur=3, tidemark;dur=2.0;desc="cache""#
+        );
+    }
 }

@@ -44,6 +44,10 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// is then rewritten to exactly `upgrade` and the other headers it named are still
 /// removed. `keep_upgrade` does nothing unless the message [`is_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of nine removals.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let upgrade = keep_upgrade && is_upgrade(headers);
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|token| HeaderName::from_bytes(token).ok())
