@@ -1,6 +1,7 @@
 //! Scenario 1 (and 5): fresh reads, i.e. token-gated reads whose projection already
-//! covers the token, straight to the read instance vs through nginx vs through tidemark
-//! (and tidemark on the Redis store, with Redis commands counted per read).
+//! covers the token, straight to the read instance vs through nginx vs through the
+//! bare hyper proxy of [`crate::floor`] (the stack's floor) vs through tidemark (and
+//! tidemark on the Redis store, with Redis commands counted per read).
 //!
 //! Both proxies run pinned to one core (`--proxy-core`); run this tool itself pinned to
 //! another (`taskset -c 0`) with the upstream in-process. Maximum throughput is a closed
@@ -195,6 +196,13 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     )
     .await?;
 
+    // The stack's floor: a bare hyper proxy, same core, same upstream.
+    let floor_addr = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        procs::free_port().map_err(|e| e.to_string())?,
+    ));
+    let floor = start_floor(dir, floor_addr, backend.reads[0], core).await?;
+
     let mut redis_proc: Option<Proc> = None;
     let mut redis_gw = None;
     let mut redis_addr = None;
@@ -241,6 +249,15 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                 headers: headers.clone(),
             },
             pid: Some(nginx.pid()),
+        },
+        Proxied {
+            target: Target {
+                name: "hyper-floor".into(),
+                addr: floor_addr,
+                path: "/users/1".into(),
+                headers: headers.clone(),
+            },
+            pid: Some(floor.pid()),
         },
         Proxied {
             target: Target {
@@ -458,9 +475,41 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     drop(redis_gw);
     drop(redis_proc);
     drop(nginx);
+    drop(floor);
     drop(tidemark);
     drop(backend);
     Ok(())
+}
+
+/// Starts `tidemark-load floor-proxy` (this same binary) pinned to `core`.
+async fn start_floor(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    core: Option<usize>,
+) -> Result<Proc, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let args = vec![
+        "floor-proxy".to_owned(),
+        "--listen".to_owned(),
+        listen.to_string(),
+        "--upstream".to_owned(),
+        upstream.to_string(),
+    ];
+    let proc = Proc::spawn(
+        "hyper-floor",
+        &exe.display().to_string(),
+        &args,
+        &[],
+        core,
+        &dir.join("hyper-floor.out"),
+    )
+    .map_err(|e| format!("start the floor proxy: {e}"))?;
+    if procs::wait_listening(listen, Duration::from_secs(10)).await {
+        Ok(proc)
+    } else {
+        Err(format!("the floor proxy is not listening on {listen}"))
+    }
 }
 
 /// Writes `value` as pretty JSON to `path`.

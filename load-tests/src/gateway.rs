@@ -150,7 +150,7 @@ pub async fn start(
         name,
         &bin.display().to_string(),
         &args,
-        &[("TIDEMARK_SECRET", SECRET), ("RUST_LOG", "warn")],
+        &[("TIDEMARK_SECRET", SECRET), ("RUST_LOG", "info")],
         core,
         &dir.join(format!("{name}.log")),
     )

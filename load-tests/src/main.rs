@@ -4,9 +4,11 @@
 //! - [`generator`]: open loop (latency from the intended send time) and closed loop.
 //! - [`fresh`], [`ryw`], [`held`]: scenarios 1+5, 2 and 3.
 //! - [`report`] and [`svg`]: report.md and the charts from the scenarios' JSON.
+//! - [`floor`]: the bare hyper proxy the fresh-read scenario measures as the stack's floor.
 //! - [`backend`], [`gateway`], [`nginx`], [`redis`], [`procs`], [`net`]: the pieces.
 
 mod backend;
+mod floor;
 mod fresh;
 mod gateway;
 mod generator;
@@ -41,6 +43,8 @@ enum Cmd {
     Ryw(ryw::RywArgs),
     /// Scenario 3: many held reads released by one checkpoint.
     Held(held::HeldArgs),
+    /// The bare hyper proxy (the stack's floor; run by `fresh`, not by hand).
+    FloorProxy(floor::FloorArgs),
     /// Writes the machine description (CPU, memory, versions) as JSON.
     Machine {
         /// Where the JSON goes.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             Cmd::Fresh(a) => fresh::run(a).await,
             Cmd::Ryw(a) => ryw::run(a).await,
             Cmd::Held(a) => held::run(a).await,
+            Cmd::FloorProxy(a) => floor::run(a).await,
             Cmd::Machine { out } => machine::write(&out),
             Cmd::Report { dir } => report::write(&dir),
         }
