@@ -7,7 +7,7 @@
 //! that is still open and ready, else a new one (`connect_timeout`, `TCP_NODELAY`).
 //! The connection and the permit travel with the response body ([`PooledBody`]):
 //! read to its end, the connection goes back to the idle list; dropped early, failed
-//! or upgraded, it is closed. Idle connections are closed after `pool_idle_timeout`
+//! or upgraded (or answered before the request body was sent whole), it is closed. Idle connections are closed after `pool_idle_timeout`
 //! (a reaper task per pool, holding the pool only weakly) and at most
 //! `pool_max_idle` are kept.
 //!

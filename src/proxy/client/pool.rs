@@ -6,9 +6,10 @@
 //! that found the idle list empty, and a connection goes idle only when its holder
 //! gives its permit back, so busy + idle connections never exceed the permits. A
 //! connection that is not reused (body dropped early, error, upgrade, `Connection:
-//! close`, idle list full) keeps its holder's permit *parked* until its task has
-//! closed the socket: closing connections count too. Idle connections closed for
-//! age are the one exception (they hold no permit while the socket closes).
+//! close`, request body still being sent, idle list full) keeps its holder's permit
+//! *parked* until its task has closed the socket: closing connections count too.
+//! Idle connections closed for age are the one exception (they hold no permit while
+//! the socket closes).
 
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;
