@@ -540,7 +540,7 @@ async fn idle_pooled_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn the_reaper_ends_with_its_pool() {
+async fn the_reaper_does_not_keep_its_pool_alive() {
     let mut up = upstream().await;
     let pool = pool_to(
         format!("http://{}", up.addr),
