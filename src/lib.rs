@@ -10,7 +10,8 @@
 //! - [`gate`]: the read decision, a pure function.
 //! - [`gateway`]: request handling: route match, token, then the read, write or
 //!   passthrough path (the gate's I/O: cache lookups, holds, forwarding).
-//! - [`proxy`]: upstream client, hop-by-hop/forwarded headers, forwarding.
+//! - [`proxy`]: upstream connection pools (per instance, capped), hop-by-hop/forwarded
+//!   headers, forwarding.
 //! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
 //! - [`store`]: shared state in Redis.
 //! - [`admin`]: the admin listener.
@@ -162,6 +163,8 @@ pub async fn serve_with(
         cache,
         store,
     };
+    // The recorder first: the gateway's upstreams take their metric handles from it.
+    let prometheus = telemetry::prometheus();
     // `gateway` and `reload` are set by the reloader, for each generation.
     let template = admin::AdminState {
         gateway: Arc::new(Gateway::new(
@@ -170,7 +173,7 @@ pub async fn serve_with(
             shared.cache.clone(),
             shared.store.clone(),
         )?),
-        prometheus: telemetry::prometheus(),
+        prometheus,
         shutdown: shutdown.clone(),
         reload: None,
         history: Arc::new(admin::history::History::new(

@@ -125,6 +125,7 @@ fn the_spec_example_loads_with_defaults_filled_in() {
     assert_eq!(commands.timeout, Duration::from_secs(30));
     assert_eq!(commands.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(commands.pool_max_idle, 64);
+    assert_eq!(commands.max_connections, 256);
     let view = &c.upstreams["user-view"];
     let names: Vec<&str> = view.instances.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
@@ -450,6 +451,48 @@ colour = "blue"
     assert_eq!(fix("routes[0] (r).max_wiat"), "did you mean `max_wait`?");
     assert!(fix("routes[0] (r).colour").contains("the keys here are: name, kind"));
     assert_eq!(errs.errors.len(), 4, "{:?}", keys(&errs));
+}
+
+#[test]
+fn an_upstream_max_connections_of_zero_is_refused_with_the_key_named() {
+    let text = |n: &str| {
+        format!(
+            r#"
+[upstreams.u]
+url = "http://127.0.0.1:1"
+max_connections = {n}
+[[routes]]
+name = "r"
+kind = "passthrough"
+path = "/"
+upstream = "u"
+"#
+        )
+    };
+    let errs = errors(&text("0"));
+    assert_eq!(keys(&errs), ["upstreams.u.max_connections"]);
+    assert!(
+        errs.errors[0].problem.contains("at least 1"),
+        "{:?}",
+        errs.errors[0]
+    );
+    assert!(
+        errs.errors[0].fix.contains("default 256"),
+        "{:?}",
+        errs.errors[0]
+    );
+    assert!(errs.to_string().contains("upstreams.u.max_connections"));
+
+    let c = load(&text("2"), &[]).unwrap();
+    assert_eq!(c.upstreams["u"].max_connections, 2);
+    let c = load(
+        &text("2"),
+        &[("TIDEMARK__UPSTREAMS__U__MAX_CONNECTIONS", "1000")],
+    )
+    .unwrap();
+    assert_eq!(c.upstreams["u"].max_connections, 1000);
+    let errs = errors(&text("2").replace("max_connections", "max_conections"));
+    assert_eq!(errs.errors[0].fix, "did you mean `max_connections`?");
 }
 
 #[test]

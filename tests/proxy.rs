@@ -5,6 +5,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body as AxumBody;
 use axum::extract::Request;
@@ -14,9 +17,12 @@ use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
 use common::{config, http, wait_until, TestGateway};
+use futures_util::StreamExt;
 use http::Method;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// An upstream that answers with the request's headers as JSON, and sets response
 /// headers a proxy must not pass on.
@@ -126,6 +132,8 @@ async fn hop_by_hop_and_internal_headers_are_stripped_both_ways() {
         assert!(seen.get(gone).is_none(), "upstream saw {gone}: {seen}");
     }
     assert_eq!(seen["x-custom"][0], "kept");
+    // The upstream sees its own authority as Host, as with the previous client.
+    assert_eq!(seen["host"][0], up.to_string());
     // Forwarding headers: the spoofed entry is replaced (no trusted hops).
     assert_eq!(seen["x-forwarded-for"][0], "127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"][0], "http");
@@ -311,4 +319,110 @@ async fn admin_health_and_readiness_answer() {
         || async { client.get(&gw.admin_url("/metrics"), &[]).await.status == StatusCode::OK },
     )
     .await;
+}
+
+/// An upstream whose `/stream` sends its headers and a first chunk at once and the
+/// rest once `release` is set; it counts the connections it accepts.
+async fn streaming_upstream() -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
+    let (release, released) = watch::channel(false);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback(any(move |req: Request| {
+        let mut released = released.clone();
+        async move {
+            if req.uri().path() != "/stream" {
+                return Response::new(AxumBody::from("plain"));
+            }
+            let rest = async move {
+                let _ = released.wait_for(|r| *r).await;
+                Ok::<_, std::io::Error>(Bytes::from("end"))
+            };
+            let chunks = futures_util::stream::once(async { Ok(Bytes::from("start ")) })
+                .chain(futures_util::stream::once(rest));
+            Response::new(AxumBody::from_stream(chunks))
+        }
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, release, accepted)
+}
+
+/// `tidemark_upstream_queued_requests{upstream="capped"}` from the admin listener.
+async fn queued(gw: &TestGateway) -> f64 {
+    let text = http().get(&gw.admin_url("/metrics"), &[]).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tidemark_upstream_queued_requests{upstream=\"capped\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no queued gauge for `capped`:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_request_queued_past_the_timeout_gets_504_and_the_pool_recovers() {
+    let (up, release, accepted) = streaming_upstream().await;
+    let toml = format!(
+        r#"
+[upstreams.capped]
+url = "http://{up}"
+timeout = "1s"
+max_connections = 1
+[[routes]]
+name = "all"
+kind = "passthrough"
+path = "/{{*rest}}"
+upstream = "capped"
+"#
+    );
+    let gw = TestGateway::start(config(&toml, &[])).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+
+    // The only connection stays busy while the client reads this body slowly.
+    let streaming = client
+        .get(gw.url("/stream").parse().unwrap())
+        .await
+        .expect("headers arrive at once");
+    assert_eq!(streaming.status(), StatusCode::OK);
+    let mut body = streaming.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "start ");
+
+    // The next request waits for a connection, in view of the gauge, then times out.
+    let waiting = {
+        let url = gw.url("/plain");
+        tokio::spawn(async move { http().get(&url, &[]).await })
+    };
+    wait_until(Duration::from_secs(5), "one request queued", || async {
+        queued(&gw).await == 1.0
+    })
+    .await;
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert_eq!(r.json()["type"], "urn:tidemark:problem:upstream-timeout");
+    assert_eq!(queued(&gw).await, 0.0);
+
+    // The slow body ends: its connection serves the next request.
+    release.send_replace(true);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "end");
+    let r = http().get(&gw.url("/plain"), &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "plain"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection throughout"
+    );
 }

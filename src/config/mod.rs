@@ -245,6 +245,12 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per instance. Default 64.
     pub pool_max_idle: usize,
+    /// Most connections open to each instance at once (busy and idle). A request that
+    /// finds them all busy waits, first come first served, for one to become free;
+    /// the wait counts against `timeout`. Default 256: enough for a busy service,
+    /// and it keeps a burst of released reads from opening one connection each
+    /// (and exhausting file descriptors). At least 1.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -209,6 +209,8 @@ pub struct RawUpstream {
     pub pool_idle_timeout: Field<String>,
     /// Default 64.
     pub pool_max_idle: Field<usize>,
+    /// Most connections open to each instance at once. Default 256.
+    pub max_connections: Field<usize>,
 }
 
 /// `[projections.NAME]`
@@ -388,6 +390,7 @@ pub mod keys {
         "timeout",
         "pool_idle_timeout",
         "pool_max_idle",
+        "max_connections",
     ];
     /// `[projections.NAME]`
     pub const PROJECTION: &[&str] = &[

@@ -9,11 +9,14 @@ use super::raw::{Field, RawProjection, RawUpstream};
 use super::validate::Errors;
 use super::{values, InstanceConfig, PollConfig, ProjectionConfig, SourceKind, UpstreamConfig};
 
+/// Default of `upstreams.NAME.max_connections` (per instance).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 /// Instance name of an upstream given by `url`.
 pub const DEFAULT_INSTANCE: &str = "default";
 
 /// Validates every upstream; defaults: connect_timeout `1s`, timeout `30s`,
-/// pool_idle_timeout `90s`, pool_max_idle 64.
+/// pool_idle_timeout `90s`, pool_max_idle 64, max_connections 256 (at least 1).
 pub fn upstreams(
     errs: &mut Errors,
     raw: BTreeMap<String, RawUpstream>,
@@ -94,6 +97,12 @@ fn upstream(errs: &mut Errors, name: &str, raw: RawUpstream) -> UpstreamConfig {
             true,
         ),
         pool_max_idle: errs.count_or(&format!("{p}.pool_max_idle"), raw.pool_max_idle, 64, 0),
+        max_connections: errs.count_or(
+            &format!("{p}.max_connections"),
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+        ),
     }
 }
 

@@ -1,16 +1,16 @@
 //! Upstreams and forwarding: instance choice (least outstanding requests), the
-//! upstream URI, the response-header timeout, and error mapping (connect failure ->
-//! 502, timeout -> 504).
+//! response-header timeout (the wait for a free connection included), and error
+//! mapping (connect failure -> 502, timeout -> 504).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
+use metrics::{Counter, Histogram};
 
-use super::client::{self, ClientSettings, HttpClient};
+use super::client::{ClientSettings, Pool, SendError};
 use super::{Body, BoxError};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
@@ -21,27 +21,58 @@ pub struct Instance {
     pub name: String,
     /// Scheme and authority, and an optional base path prefixed to request paths.
     pub base: Uri,
-    /// Requests sent and not yet finished (response body done or dropped).
+    /// Requests sent and not yet finished (response body done or dropped), those
+    /// waiting for a free connection included.
     pub outstanding: Arc<AtomicUsize>,
+    /// Its connections.
+    pool: Pool,
 }
 
-/// A named upstream: its instances and its pooled client.
+/// A named upstream: its instances, each with its connection pool.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub instances: Vec<Instance>,
-    client: HttpClient,
     timeout: Duration,
     rotation: AtomicUsize,
+    metrics: UpstreamMetrics,
+}
+
+/// The upstream's metric handles, labelled once.
+#[derive(Debug)]
+struct UpstreamMetrics {
+    duration: Histogram,
+    timeouts: Counter,
+    connect_errors: Counter,
+    protocol_errors: Counter,
+}
+
+impl UpstreamMetrics {
+    fn new(name: &str) -> UpstreamMetrics {
+        let errors = |kind: &'static str| metrics::counter!("tidemark_upstream_errors_total", "upstream" => name.to_string(), "kind" => kind);
+        UpstreamMetrics {
+            duration: metrics::histogram!("tidemark_upstream_duration_seconds", "upstream" => name.to_string()),
+            timeouts: errors("timeout"),
+            connect_errors: errors("connect"),
+            protocol_errors: errors("protocol"),
+        }
+    }
 }
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Upstream {
-        let client = client::build(&ClientSettings {
+        let settings = ClientSettings {
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle: config.pool_max_idle,
-        });
+            max_connections: config.max_connections,
+        };
+        metrics::describe_gauge!(
+            "tidemark_upstream_queued_requests",
+            "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream."
+        );
+        let queued =
+            metrics::gauge!("tidemark_upstream_queued_requests", "upstream" => config.name.clone());
         Upstream {
             name: config.name.clone(),
             instances: config
@@ -51,11 +82,12 @@ impl Upstream {
                     name: i.name.clone(),
                     base: i.url.clone(),
                     outstanding: Arc::new(AtomicUsize::new(0)),
+                    pool: Pool::new(&i.url, settings.clone(), queued.clone()),
                 })
                 .collect(),
-            client,
             timeout: config.timeout,
             rotation: AtomicUsize::new(0),
+            metrics: UpstreamMetrics::new(&config.name),
         }
     }
 
@@ -81,39 +113,40 @@ impl Upstream {
 
     /// Sends `req` (its URI's path and query are kept) to instance `i` and returns the
     /// response with its body streamed; the instance counts the request as outstanding
-    /// until the response body ends or is dropped.
-    pub async fn send(
-        &self,
-        i: usize,
-        mut req: Request<Body>,
-    ) -> Result<Response<Body>, GatewayError> {
+    /// until the response body ends or is dropped. The upstream's `timeout` bounds the
+    /// wait for a free connection and for the response headers together.
+    pub async fn send(&self, i: usize, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
         let instance = &self.instances[i];
-        *req.uri_mut() = upstream_uri(&instance.base, req.uri().path_and_query())
-            .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
         let guard = Outstanding::new(instance.outstanding.clone());
         let started = tokio::time::Instant::now();
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        metrics::histogram!("tidemark_upstream_duration_seconds", "upstream" => self.name.clone())
+        let sent = tokio::time::timeout(self.timeout, instance.pool.send(req)).await;
+        self.metrics
+            .duration
             .record(started.elapsed().as_secs_f64());
         let resp = match sent {
             Err(_) => {
-                metrics::counter!("tidemark_upstream_errors_total", "upstream" => self.name.clone(), "kind" => "timeout").increment(1);
+                self.metrics.timeouts.increment(1);
                 return Err(GatewayError::UpstreamTimeout {
                     upstream: self.name.clone(),
                     after: self.timeout,
                 });
             }
+            Ok(Err(SendError::Uri(e))) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "cannot build the upstream URI: {e}"
+                )));
+            }
             Ok(Err(e)) => {
                 let connect = e.is_connect();
-                let kind = if connect { "connect" } else { "protocol" };
-                metrics::counter!("tidemark_upstream_errors_total", "upstream" => self.name.clone(), "kind" => kind).increment(1);
                 let source: BoxError = Box::new(e);
                 return Err(if connect {
+                    self.metrics.connect_errors.increment(1);
                     GatewayError::UpstreamConnect {
                         upstream: self.name.clone(),
                         source,
                     }
                 } else {
+                    self.metrics.protocol_errors.increment(1);
                     GatewayError::Upstream {
                         upstream: self.name.clone(),
                         source,
@@ -150,43 +183,24 @@ impl Drop for Outstanding {
     }
 }
 
-/// The upstream URI: the instance's scheme and authority, its base path (if any)
-/// followed by the request's path and query.
-pub fn upstream_uri(base: &Uri, pq: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-    let prefix = base.path().trim_end_matches('/');
-    let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
-    let joined = if prefix.is_empty() {
-        pq.to_string()
-    } else {
-        format!("{prefix}{pq}")
-    };
-    Uri::builder()
-        .scheme(base.scheme().cloned().unwrap_or(Scheme::HTTP))
-        .authority(base.authority().map(|a| a.as_str()).unwrap_or("localhost"))
-        .path_and_query(joined)
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::uri::PathAndQuery;
+
+    use crate::proxy::client::upstream_uri;
 
     #[test]
     fn upstream_uri_joins_base_path_and_keeps_the_query() {
-        let base: Uri = "http://127.0.0.1:7001".parse().unwrap();
         let pq: PathAndQuery = "/users/1?x=2".parse().unwrap();
         assert_eq!(
-            upstream_uri(&base, Some(&pq)).unwrap().to_string(),
-            "http://127.0.0.1:7001/users/1?x=2"
-        );
-        let base: Uri = "http://127.0.0.1:7001/api/".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, Some(&pq)).unwrap().to_string(),
-            "http://127.0.0.1:7001/api/users/1?x=2"
+            upstream_uri("", Some(&pq)).unwrap().to_string(),
+            "/users/1?x=2"
         );
         assert_eq!(
-            upstream_uri(&base, None).unwrap().to_string(),
-            "http://127.0.0.1:7001/api/"
+            upstream_uri("/api", Some(&pq)).unwrap().to_string(),
+            "/api/users/1?x=2"
         );
+        assert_eq!(upstream_uri("/api", None).unwrap().to_string(), "/api/");
+        assert_eq!(upstream_uri("", None).unwrap().to_string(), "/");
     }
 }

@@ -1,4 +1,4 @@
-//! The proxy: the pooled upstream client, header handling, and forwarding.
+//! The proxy: per-instance upstream connection pools, header handling, and forwarding.
 
 pub mod client;
 pub mod forward;

@@ -1,0 +1,253 @@
+//! The upstream HTTP/1.1 client: one connection pool per instance, over hyper's
+//! connection API (`hyper::client::conn::http1`).
+//!
+//! A request takes a permit of the instance's cap (`max_connections`; past it,
+//! requests wait first come first served, counted by
+//! `tidemark_upstream_queued_requests`), then the most recently used idle connection
+//! that is still open and ready, else a new one (`connect_timeout`, `TCP_NODELAY`).
+//! The connection and the permit travel with the response body ([`PooledBody`]):
+//! read to its end, the connection goes back to the idle list; dropped early, failed
+//! or upgraded (or answered before the request body was sent whole), it is closed. Idle connections are closed after `pool_idle_timeout`
+//! (a reaper task per pool, holding the pool only weakly) and at most
+//! `pool_max_idle` are kept.
+//!
+//! Per request, no hashing, no URI parsing beyond joining the base path, and no task:
+//! what can be is computed once per instance ([`Target`]).
+
+mod body;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::{Authority, InvalidUri, PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use body::PooledBody;
+use body::TrackedBody;
+use pool::{Busy, Conn, Shared};
+
+use crate::proxy::Body;
+
+/// Settings of one instance's pool; the defaults come from the upstream's config
+/// (`connect_timeout` 1s, `pool_idle_timeout` 90s, `pool_max_idle` 64,
+/// `max_connections` 256).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// TCP connect timeout; past it the request fails with a connect error.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept; 0 disables pooling.
+    pub pool_max_idle: usize,
+    /// Most connections open at once (busy and idle); further requests queue.
+    pub max_connections: usize,
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The request's path and the instance's base path make no valid URI.
+    #[error("cannot build the upstream URI")]
+    Uri(#[source] InvalidUri),
+    /// The TCP connection was refused or could not be made.
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connection was not made within `connect_timeout`.
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    /// The exchange failed once the connection was made (reset, malformed
+    /// response, closed before the response).
+    #[error("the HTTP/1.1 exchange failed")]
+    Http(#[source] hyper::Error),
+    /// The pool's semaphore was closed (never, in practice).
+    #[error("the connection pool is closed")]
+    PoolClosed,
+}
+
+impl SendError {
+    /// A connect failure or timeout (the request never reached the upstream).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_) | SendError::ConnectTimeout(_))
+    }
+}
+
+/// What every request to an instance carries, computed once.
+#[derive(Debug)]
+struct Target {
+    /// Host to connect to (IPv6 without brackets) and port (80 when absent).
+    host: String,
+    port: u16,
+    /// `Host` header: the authority as the legacy client set it (port omitted when 80).
+    host_header: HeaderValue,
+    /// For `CONNECT`, sent in authority form.
+    authority: Option<Authority>,
+    /// The base path without its trailing `/` (empty for none).
+    base_path: String,
+}
+
+impl Target {
+    fn new(base: &Uri) -> Target {
+        let host = base.host().unwrap_or("localhost");
+        let header = match base.port_u16() {
+            Some(port) if port != 80 => format!("{host}:{port}"),
+            _ => host.to_string(),
+        };
+        Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: base.port_u16().unwrap_or(80),
+            host_header: HeaderValue::from_str(&header)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            authority: base.authority().cloned(),
+            base_path: base.path().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Origin-form URI (base path, then the request's path and query) and `Host`.
+    fn prepare(&self, req: &mut Request<Body>) -> Result<(), InvalidUri> {
+        let uri = match (req.method(), &self.authority) {
+            (&Method::CONNECT, Some(authority)) => Uri::from(authority.clone()),
+            _ => upstream_uri(&self.base_path, req.uri().path_and_query())?,
+        };
+        *req.uri_mut() = uri;
+        req.headers_mut()
+            .entry(HOST)
+            .or_insert_with(|| self.host_header.clone());
+        Ok(())
+    }
+}
+
+/// The origin-form URI sent upstream: `base_path` (no trailing `/`) followed by the
+/// request's path and query (`/` when it has none).
+pub fn upstream_uri(base_path: &str, pq: Option<&PathAndQuery>) -> Result<Uri, InvalidUri> {
+    match pq {
+        Some(pq) if base_path.is_empty() => Ok(Uri::from(pq.clone())),
+        None if base_path.is_empty() => Ok(Uri::from_static("/")),
+        pq => {
+            let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
+            Uri::try_from(format!("{base_path}{pq}"))
+        }
+    }
+}
+
+/// The connection pool of one upstream instance.
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    target: Target,
+}
+
+impl Pool {
+    /// A pool for the instance at `base` (scheme, authority, optional base path).
+    /// `queued` is the upstream's `tidemark_upstream_queued_requests` gauge.
+    pub fn new(base: &Uri, settings: ClientSettings, queued: metrics::Gauge) -> Pool {
+        Pool {
+            shared: Arc::new(Shared::new(settings, queued)),
+            target: Target::new(base),
+        }
+    }
+
+    /// Sends `req` (its path and query are kept, its URI and `Host` set for the
+    /// instance) and returns the response with its body streamed. Waits for a free
+    /// connection when `max_connections` are busy: bound the whole call with the
+    /// upstream's `timeout`. A request found not sent on a stale idle connection is
+    /// sent again, once, on a new connection.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<PooledBody>, SendError> {
+        self.target.prepare(&mut req).map_err(SendError::Uri)?;
+        let upgrade_method = req.method() == Method::CONNECT;
+        let sent = if req.body().is_end_stream() {
+            None
+        } else {
+            let (parts, body) = req.into_parts();
+            let (body, sent) = TrackedBody::new(body);
+            req = Request::from_parts(parts, body.boxed_unsync());
+            Some(sent)
+        };
+        let permit = self.shared.acquire().await?;
+        let (mut busy, reused) = match self.shared.checkout(permit).await {
+            Ok(busy) => (busy, true),
+            Err(Some(permit)) => (self.connect(permit).await?, false),
+            Err(None) => (self.connect(self.shared.acquire().await?).await?, false),
+        };
+        let Some(sender) = busy.sender() else {
+            return Err(SendError::PoolClosed);
+        };
+        let resp = match sender.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => match (reused, e.take_message()) {
+                (true, Some(req)) => {
+                    // The idle connection closed before the request was written.
+                    let permit = match busy.into_permit() {
+                        Some(permit) => permit,
+                        None => self.shared.acquire().await?,
+                    };
+                    busy = self.connect(permit).await?;
+                    let Some(sender) = busy.sender() else {
+                        return Err(SendError::PoolClosed);
+                    };
+                    sender.send_request(req).await.map_err(SendError::Http)?
+                }
+                _ => return Err(SendError::Http(e.into_error())),
+            },
+        };
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (upgrade_method && resp.status().is_success());
+        let reusable = !upgraded && !closes(&resp);
+        Ok(resp.map(|body| PooledBody::new(body, busy, reusable, sent)))
+    }
+
+    /// A new connection with `permit`; its task (with upgrades) runs on its own.
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Busy, SendError> {
+        let within = self.shared.settings.connect_timeout;
+        let addr = (self.target.host.as_str(), self.target.port);
+        let stream = match tokio::time::timeout(within, TcpStream::connect(addr)).await {
+            Err(_) => return Err(SendError::ConnectTimeout(within)),
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Ok(Ok(stream)) => stream,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an upstream connection");
+        }
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
+        let (conn_handle, closed) = Conn::new(sender);
+        tokio::spawn(async move {
+            let _closed = closed;
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Busy::new(conn_handle, permit, self.shared.clone()))
+    }
+}
+
+/// The response says the upstream closes the connection after it (`Connection:
+/// close`, or HTTP/1.0 without keep-alive): not worth putting back.
+fn closes<B>(resp: &Response<B>) -> bool {
+    let has = |token: &str| {
+        resp.headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if resp.version() == http::Version::HTTP_10 {
+        !has("keep-alive")
+    } else {
+        has("close")
+    }
+}
