@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::fresh::write_json;
 use crate::gateway::{self, GatewaySpec};
+use crate::generator::{self, Target};
 use crate::net;
 use crate::procs;
 
@@ -73,8 +74,19 @@ pub struct HeldFigures {
     pub reached_upstream: u64,
     /// From the start of the checkpoint push to the last read reaching the upstream.
     pub release_to_upstream_ms: f64,
+    /// From the start of the push to the gateway holding no read (its
+    /// `held_reads_total`, polled every 2 ms over the admin API, reads 0): every read
+    /// has left the hold and is on its way upstream.
+    pub release_out_of_hold_ms: f64,
     /// From the start of the push to the last answer at the client.
     pub release_all_answered_ms: f64,
+    /// Baseline in the same run: the same number of reads sent straight to the read
+    /// instances over as many keep-alive connections as the gateway may open to them
+    /// (`max_connections` per instance), closed loop: how long the upstream itself
+    /// takes to answer them, with no gateway in between.
+    pub direct_all_answered_ms: f64,
+    /// Connections of that baseline (all instances).
+    pub direct_connections: usize,
     /// 2xx answers.
     pub ok: u64,
     /// Other outcomes.
@@ -103,10 +115,12 @@ pub async fn run(args: HeldArgs) -> Result<(), String> {
         eprintln!("held: {n} reads");
         let f = one(&args, n).await?;
         eprintln!(
-            "held: {n}: {:.2} KiB/read, release {:.1} ms (upstream {:.1} ms), ok {} errors {}",
+            "held: {n}: {:.2} KiB/read, out of hold {:.1} ms, last at upstream {:.1} ms, last answer {:.1} ms (direct baseline {:.1} ms), ok {} errors {}",
             f.kib_per_held_read,
-            f.release_all_answered_ms,
+            f.release_out_of_hold_ms,
             f.release_to_upstream_ms,
+            f.release_all_answered_ms,
+            f.direct_all_answered_ms,
             f.ok,
             f.errors
         );
@@ -236,6 +250,15 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
             .await
         }));
     }
+    // Until the gateway holds none (bounded: 60 s).
+    let out_deadline = t0 + Duration::from_secs(60);
+    while Instant::now() < out_deadline {
+        if gw.held().await == 0 {
+            f.release_out_of_hold_ms = t0.elapsed().as_secs_f64() * 1e3;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // Until every read reached the upstream, or none arrived for 2 s (failed forwards).
     let release_deadline = t0 + Duration::from_secs(120);
     let (mut seen, mut seen_at) = (0, t0);
@@ -271,6 +294,27 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     f.kib_per_held_read_excl_connection =
         (f.rss_held_kib as f64 - f.rss_connected_kib as f64) / n.max(1) as f64;
     drop(gw);
+
+    // The baseline: the same reads straight to the instances.
+    let per_instance = n.div_ceil(backend.reads.len().max(1)) as u64;
+    let conns = UPSTREAM_CONNECTIONS.min(per_instance as usize).max(1);
+    let loops = backend.reads.iter().map(|&addr| {
+        let target = Target {
+            name: "direct".into(),
+            addr,
+            path: "/users/1".into(),
+            headers: vec![("consistency-token".into(), token.clone())],
+        };
+        async move {
+            generator::closed_loop(&target, Duration::from_secs(60), conns, per_instance).await
+        }
+    });
+    let direct = futures_util::future::join_all(loops).await;
+    f.direct_connections = conns * backend.reads.len();
+    f.direct_all_answered_ms = direct.iter().map(|r| r.elapsed_s * 1e3).fold(0.0, f64::max);
     drop(backend);
     Ok(f)
 }
+
+/// `upstreams.NAME.max_connections` of the gateway under test (its default).
+const UPSTREAM_CONNECTIONS: usize = 256;

@@ -41,6 +41,11 @@ pub struct RywArgs {
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
     /// Where the JSON goes.
+    /// Core the gateway is pinned to (`taskset`); run this tool on another one
+    /// (`taskset -c 0`, as run.sh does) so the two do not preempt each other. Unset:
+    /// not pinned.
+    #[arg(long)]
+    pub gateway_core: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
     /// Scratch directory.
@@ -139,8 +144,15 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
             redis: None,
         };
         let name = format!("tidemark-lag{lag_ms}");
-        let gw =
-            gateway::start(&args.gateway_bin, &spec, addrs, None, &args.scratch, &name).await?;
+        let gw = gateway::start(
+            &args.gateway_bin,
+            &spec,
+            addrs,
+            args.gateway_core,
+            &args.scratch,
+            &name,
+        )
+        .await?;
         for path in ["direct", "tidemark"] {
             eprintln!(
                 "ryw: lag {lag_ms} ms, {path}: {} pairs at {}/s",
