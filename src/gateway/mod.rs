@@ -206,8 +206,10 @@ impl Gateway {
             cache_key: route.cache_key.as_ref(),
         };
         match &route.config.kind {
-            RouteKind::Passthrough => self.passthrough(ctx, parts, body).await,
-            RouteKind::Write => self.write(ctx, parts, body).await,
+            // Boxed: their futures (cache writes, upgrades) would otherwise size every
+            // request's future, held reads included.
+            RouteKind::Passthrough => Box::pin(self.passthrough(ctx, parts, body)).await,
+            RouteKind::Write => Box::pin(self.write(ctx, parts, body)).await,
             RouteKind::Read(read) => self.read(ctx, read, parts, body).await,
         }
     }

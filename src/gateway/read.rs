@@ -223,7 +223,9 @@ impl Gateway {
                 Decision::LookupCache => {
                     let key = cache_key.as_deref().unwrap_or_default();
                     let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
-                    cache = match self.cache.get(key, sid).await {
+                    // Boxed: the store's lookup future is large and only some routes
+                    // have a cache; every held read would carry it inline.
+                    cache = match Box::pin(self.cache.get(key, sid)).await {
                         Ok(Some(entry)) if entry.position.covers(token_required) => {
                             cached = Some(entry);
                             CacheState::Hit

@@ -119,7 +119,10 @@ impl Upstream {
         let instance = &self.instances[i];
         let guard = Outstanding::new(instance.outstanding.clone());
         let started = tokio::time::Instant::now();
-        let sent = tokio::time::timeout(self.timeout, instance.pool.send(req)).await;
+        // Boxed: the exchange's state (request, connect, handshake: ~2.3 KB) is then
+        // allocated when a read is forwarded, not carried inline by every request's
+        // future, held reads included.
+        let sent = tokio::time::timeout(self.timeout, Box::pin(instance.pool.send(req))).await;
         self.metrics
             .duration
             .record(started.elapsed().as_secs_f64());
