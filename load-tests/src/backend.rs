@@ -2,8 +2,13 @@
 //! instances), assembled here so the load tool also knows *when* each read instance
 //! applied each position: that is the reference for the wait overhead.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use std::time::Duration;
 
 use tidemark::demo::command::{self, CommandSide};
@@ -36,6 +41,43 @@ impl AppliedLog {
     }
 }
 
+/// When each user read (`GET /users/...`) last reached a read instance, by path: with
+/// [`AppliedLog`], splits a held read's wait overhead into apply -> arrival at the read
+/// instance (push + wake + forward) and the rest (answer back through the gateway).
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Arrivals {
+    /// When a read of `path` last arrived.
+    pub fn at(&self, path: &str) -> Option<Instant> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .copied()
+    }
+
+    fn record(&self, path: &str, at: Instant) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_owned(), at);
+    }
+}
+
+async fn record_arrival(
+    State(arrivals): State<Arc<Arrivals>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == http::Method::GET && req.uri().path().starts_with("/users/") {
+        arrivals.record(req.uri().path(), Instant::now());
+    }
+    next.run(req).await
+}
+
 /// A running backend.
 pub struct Backend {
     /// Command service.
@@ -44,6 +86,8 @@ pub struct Backend {
     pub reads: Vec<SocketAddr>,
     /// Per instance: when each checkpoint was applied.
     pub applied: Vec<Arc<AppliedLog>>,
+    /// When user reads reached the read instances (all instances together).
+    pub arrivals: Arc<Arrivals>,
     instances: Vec<Arc<ReadInstance>>,
     shutdown: CancellationToken,
 }
@@ -61,13 +105,14 @@ impl Backend {
     pub async fn start(
         lag: Duration,
         instances: usize,
-        push_to: &[SocketAddr],
+        push_to: Vec<SocketAddr>,
     ) -> std::io::Result<Backend> {
         let shutdown = CancellationToken::new();
         let mut feeds = Vec::new();
         let mut reads = Vec::new();
         let mut applied = Vec::new();
         let mut all = Vec::new();
+        let arrivals = Arc::new(Arrivals::default());
         for index in 0..instances {
             let instance = Arc::new(ReadInstance::new(instance_name(index)));
             let (feed, events) = mpsc::unbounded_channel();
@@ -78,7 +123,7 @@ impl Backend {
                 events,
                 shutdown.clone(),
             ));
-            for admin in push_to {
+            for admin in &push_to {
                 let target = PushTarget {
                     admin_url: format!("http://{admin}"),
                     projection: "users".into(),
@@ -96,7 +141,10 @@ impl Backend {
             applied.push(log);
             let listener = listen()?;
             reads.push(listener.local_addr()?);
-            serve(listener, read::router(instance.clone(), false), &shutdown);
+            let app = read::router(instance.clone(), false).layer(
+                axum::middleware::from_fn_with_state(arrivals.clone(), record_arrival),
+            );
+            serve(listener, app, &shutdown);
             all.push(instance);
         }
         let side = Arc::new(CommandSide::new(feeds));
@@ -107,6 +155,7 @@ impl Backend {
             command,
             reads,
             applied,
+            arrivals,
             instances: all,
             shutdown,
         })

@@ -167,7 +167,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     if args.redis {
         push_to.push(redis_gw_addrs.1);
     }
-    let backend = Backend::start(Duration::ZERO, 1, &push_to)
+    let backend = Backend::start(Duration::ZERO, 1, push_to.clone())
         .await
         .map_err(|e| e.to_string())?;
     let spec = GatewaySpec {

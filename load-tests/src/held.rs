@@ -137,7 +137,7 @@ pub async fn run(args: HeldArgs) -> Result<(), String> {
 
 async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     let addrs = gateway::addresses().map_err(|e| e.to_string())?;
-    let backend = Backend::start(Duration::ZERO, args.instances.max(1), &[])
+    let backend = Backend::start(Duration::ZERO, args.instances.max(1), Vec::new())
         .await
         .map_err(|e| e.to_string())?;
     let spec = GatewaySpec {

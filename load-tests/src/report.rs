@@ -226,8 +226,10 @@ fn ryw_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &'s
         "## 2. Read-your-writes under projection lag\n\n\
          {} write-then-read pairs per lag and path (each on its own user), arriving at {}/s and running \
          concurrently. Stale: the read did not show the pair's write. Wait overhead: answer time minus \
-         the instant the read instance applied the write (held reads only). Write-through cache off.\n\n\
-         | lag | path | completed | stale | stale rate | errors | held | read p50 / p99 ms | overhead p50 / p99 / p99.9 / max ms |\n|---|---|---|---|---|---|---|---|---|",
+         the instant the read instance applied the write (held reads only); of it, \"apply -> at upstream\" \
+         is the part until the released read reached the read instance (push + wake + forward), the rest \
+         is the answer's way back. Write-through cache off.\n\n\
+         | lag | path | completed | stale | stale rate | errors | held | read p50 / p99 ms | overhead p50 / p99 / p99.9 / max ms | apply -> at upstream p50 / p99 / p99.9 ms |\n|---|---|---|---|---|---|---|---|---|---|",
         s["pairs"], s["rate"]
     );
     let results = d["results"].as_array().cloned().unwrap_or_default();
@@ -242,7 +244,7 @@ fn ryw_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &'s
         let o = &r["wait_overhead"];
         let _ = writeln!(
             md,
-            "| {} ms | {path} | {} | {} | {:.1}% | {} | {} | {} / {} | {} |",
+            "| {} ms | {path} | {} | {} | {:.1}% | {} | {} | {} / {} | {} | {} |",
             r["lag_ms"],
             r["completed"],
             r["stale"],
@@ -261,6 +263,15 @@ fn ryw_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &'s
                 )
             } else {
                 "-".into()
+            },
+            match (path, r.get("apply_to_upstream")) {
+                ("tidemark", Some(u)) => format!(
+                    "{} / {} / {}",
+                    ms(&u["p50_us"]),
+                    ms(&u["p99_us"]),
+                    ms(&u["p999_us"])
+                ),
+                _ => "-".into(),
             }
         );
         if path == "tidemark" {

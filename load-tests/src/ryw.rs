@@ -53,8 +53,10 @@ pub struct RywArgs {
     pub scratch: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pair {
+    /// The user's path (`/users/<id>`).
+    path: String,
     position: u64,
     read_sent: Instant,
     done: Instant,
@@ -87,6 +89,9 @@ pub struct PathFigures {
     pub held: u64,
     /// Wait overhead of held reads.
     pub wait_overhead: Summary,
+    /// Of the wait overhead, the part until the released read reached the read
+    /// instance: apply -> push -> wake -> forward (held reads only).
+    pub apply_to_upstream: Summary,
     /// Held reads whose answer came before the recorded apply instant (clamped to 0;
     /// a measure of the recorder's own delay).
     pub overhead_negative: u64,
@@ -128,9 +133,21 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
     for &lag_ms in &args.lags_ms {
         let lag = Duration::from_millis(lag_ms);
         let addrs = gateway::addresses().map_err(|e| e.to_string())?;
+        // The backend (projector, checkpoint pushes, read and command services) gets
+        // its own runtime thread: in the generator's runtime its tasks queue behind
+        // hundreds of client tasks, and the projector's pushes go out late (the tail
+        // of the wait overhead would be the load tool's own scheduling).
+        let backend_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("backend")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("backend runtime: {e}"))?;
         let backend = Arc::new(
-            Backend::start(lag, 1, &[addrs.1])
+            backend_rt
+                .spawn(Backend::start(lag, 1, vec![addrs.1]))
                 .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?,
         );
         let spec = GatewaySpec {
@@ -164,12 +181,20 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
             };
             let f = pairs(&args, &backend, lag, path, write, read).await;
             eprintln!(
-                "ryw: lag {lag_ms} ms, {path}: stale {}/{} errors {} overhead p99 {} µs",
-                f.stale, f.completed, f.errors, f.wait_overhead.p99_us
+                "ryw: lag {lag_ms} ms, {path}: stale {}/{} errors {} overhead p50/p99 {}/{} µs (apply -> at upstream {}/{} µs)",
+                f.stale,
+                f.completed,
+                f.errors,
+                f.wait_overhead.p50_us,
+                f.wait_overhead.p99_us,
+                f.apply_to_upstream.p50_us,
+                f.apply_to_upstream.p99_us
             );
             results.push(f);
         }
         drop(gw);
+        drop(backend);
+        backend_rt.shutdown_background();
     }
     write_json(
         &args.out,
@@ -244,6 +269,7 @@ async fn pairs(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut latency = stats::histogram();
     let mut overhead = stats::histogram();
+    let mut to_upstream = stats::histogram();
     let mut buckets = vec![0u64; BUCKETS.len()];
     let (mut stale, mut errors, mut held, mut negative, mut completed) = (0, 0, 0, 0, 0);
     let mut last = start;
@@ -269,6 +295,10 @@ async fn pairs(
                     0
                 };
                 stats::record(&mut overhead, us);
+                if let Some(arrived) = backend.arrivals.at(&p.path) {
+                    let us = arrived.saturating_duration_since(applied).as_micros() as u64;
+                    stats::record(&mut to_upstream, us);
+                }
                 let b = BUCKETS
                     .iter()
                     .position(|b| us <= *b)
@@ -293,6 +323,7 @@ async fn pairs(
         read_latency: stats::summary(&latency),
         held,
         wait_overhead: stats::summary(&overhead),
+        apply_to_upstream: stats::summary(&to_upstream),
         overhead_negative: negative,
         overhead_buckets: BUCKETS.iter().copied().zip(buckets).collect(),
         elapsed_s: (last - start).as_secs_f64(),
@@ -330,14 +361,15 @@ async fn pair(
     gateway: bool,
 ) -> Pair {
     let now = Instant::now();
+    let path = format!("/users/{id}");
     let failed = Pair {
+        path: path.clone(),
         position: 0,
         read_sent: now,
         done: now,
         stale: false,
         error: true,
     };
-    let path = format!("/users/{id}");
     let Some(wr) = exchange(
         w,
         write_addr,
@@ -378,6 +410,7 @@ async fn pair(
         0
     };
     Pair {
+        path,
         position,
         read_sent,
         done,
