@@ -41,6 +41,12 @@ pub struct RywArgs {
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
     /// Where the JSON goes.
+    /// Seconds of pairs run first at the same rate and left out of the figures
+    /// (stale reads among them are still counted, as `warmup_stale`): new connections
+    /// and cold upstream pools at the start put a burst of reads over 1 ms in the
+    /// first 2-3 s of a 1 s-lag run.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup_s: f64,
     /// Core the gateway is pinned to (`taskset`); run this tool on another one
     /// (`taskset -c 0`, as run.sh does) so the two do not preempt each other. Unset:
     /// not pinned.
@@ -55,6 +61,8 @@ pub struct RywArgs {
 
 #[derive(Debug, Clone)]
 struct Pair {
+    /// Run during the warm-up: checked for staleness, left out of the figures.
+    warmup: bool,
     /// The user's path (`/users/<id>`).
     path: String,
     position: u64,
@@ -89,6 +97,12 @@ pub struct PathFigures {
     pub held: u64,
     /// Wait overhead of held reads.
     pub wait_overhead: Summary,
+    /// Pairs run before the measured ones (not in the other figures).
+    pub warmup_pairs: u64,
+    /// Stale reads among them.
+    pub warmup_stale: u64,
+    /// Failed pairs among them.
+    pub warmup_errors: u64,
     /// Of the wait overhead, the part until the released read reached the read
     /// instance: apply -> push -> wake -> forward (held reads only).
     pub apply_to_upstream: Summary,
@@ -217,8 +231,10 @@ async fn pairs(
         .min(args.pairs as usize)
         .max(1);
     let total = args.pairs;
+    let warm = (args.warmup_s.max(0.0) * args.rate.max(1e-3)).round() as u64;
+    let all_pairs = warm + total;
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1e-3));
-    let schedule = Duration::from_secs_f64(total as f64 / args.rate.max(1e-3));
+    let schedule = Duration::from_secs_f64(all_pairs as f64 / args.rate.max(1e-3));
     let tag = format!("{path}-{}", lag.as_millis());
     let start = Instant::now() + Duration::from_millis(200);
     let hard_end = start + schedule + lag + Duration::from_secs(10);
@@ -232,26 +248,26 @@ async fn pairs(
             let mut w = net::connect(write_addr, None).await.ok();
             let mut r = net::connect(read_addr, None).await.ok();
             let mut i = j as u64;
-            while i < total {
+            while i < all_pairs {
                 let intended = start + interval.mul_f64(i as f64);
                 if Instant::now() < intended {
                     sleep_until(intended).await;
                 }
                 if Instant::now() >= hard_end {
-                    not_sent += (total - i).div_ceil(connections as u64);
+                    not_sent += (all_pairs - i.max(warm)).div_ceil(connections as u64);
                     break;
                 }
-                out.push(
-                    pair(
-                        &mut w,
-                        &mut r,
-                        write_addr,
-                        read_addr,
-                        &format!("{tag}-{i}"),
-                        gateway,
-                    )
-                    .await,
-                );
+                let mut done = pair(
+                    &mut w,
+                    &mut r,
+                    write_addr,
+                    read_addr,
+                    &format!("{tag}-{i}"),
+                    gateway,
+                )
+                .await;
+                done.warmup = i < warm;
+                out.push(done);
                 i += connections as u64;
             }
             (out, not_sent)
@@ -272,8 +288,14 @@ async fn pairs(
     let mut to_upstream = stats::histogram();
     let mut buckets = vec![0u64; BUCKETS.len()];
     let (mut stale, mut errors, mut held, mut negative, mut completed) = (0, 0, 0, 0, 0);
+    let (mut warmup_stale, mut warmup_errors) = (0u64, 0u64);
     let mut last = start;
     for p in &all {
+        if p.warmup {
+            warmup_errors += u64::from(p.error);
+            warmup_stale += u64::from(!p.error && p.stale);
+            continue;
+        }
         if p.error {
             errors += 1;
             continue;
@@ -324,6 +346,9 @@ async fn pairs(
         held,
         wait_overhead: stats::summary(&overhead),
         apply_to_upstream: stats::summary(&to_upstream),
+        warmup_pairs: warm,
+        warmup_stale,
+        warmup_errors,
         overhead_negative: negative,
         overhead_buckets: BUCKETS.iter().copied().zip(buckets).collect(),
         elapsed_s: (last - start).as_secs_f64(),
@@ -363,6 +388,7 @@ async fn pair(
     let now = Instant::now();
     let path = format!("/users/{id}");
     let failed = Pair {
+        warmup: false,
         path: path.clone(),
         position: 0,
         read_sent: now,
@@ -410,6 +436,7 @@ async fn pair(
         0
     };
     Pair {
+        warmup: false,
         path,
         position,
         read_sent,
