@@ -37,8 +37,9 @@ load="$root/target/release/tidemark-load"
 # 1 + 5: proxies on core 1, generator + upstream + redis on core 0.
 taskset -c 0 "$load" fresh --gateway-bin "$bin" --proxy-core 1 --duration-s "$dur" \
   --repeats "$reps" --redis --out "$out/fresh.json" --scratch "$scratch/fresh"
-# 2: gateway on core 1, generator + backend on core 0 (no preemption between them).
-taskset -c 0 "$load" ryw --gateway-bin "$bin" --gateway-core 1 --pairs "$pairs" \
+# 2: the generator on core 0; the gateway and the backend it fronts (projector, pushes,
+# read services: one runtime thread) on core 1.
+taskset -c 0 "$load" ryw --gateway-bin "$bin" --gateway-core 1 --backend-core 1 --pairs "$pairs" \
   --out "$out/ryw.json" --scratch "$scratch/ryw"
 # 3
 "$load" held --gateway-bin "$bin" --counts "$counts" --out "$out/held.json" --scratch "$scratch/held"

@@ -52,6 +52,10 @@ pub struct RywArgs {
     /// not pinned.
     #[arg(long)]
     pub gateway_core: Option<usize>,
+    /// Core the backend's runtime thread (projector, pushes, read and command
+    /// services) is pinned to; unset: it stays with the tool's threads.
+    #[arg(long)]
+    pub backend_core: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
     /// Scratch directory.
@@ -151,9 +155,15 @@ pub async fn run(args: RywArgs) -> Result<(), String> {
         // its own runtime thread: in the generator's runtime its tasks queue behind
         // hundreds of client tasks, and the projector's pushes go out late (the tail
         // of the wait overhead would be the load tool's own scheduling).
+        let backend_core = args.backend_core;
         let backend_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("backend")
+            .on_thread_start(move || {
+                if let Some(core) = backend_core {
+                    pin_current_thread(core);
+                }
+            })
             .enable_all()
             .build()
             .map_err(|e| format!("backend runtime: {e}"))?;
@@ -443,5 +453,24 @@ async fn pair(
         done,
         stale: seen < position,
         error: !ok,
+    }
+}
+
+/// Pins the calling thread to `core` (Linux `sched_setaffinity`); a failure is
+/// reported and the thread runs unpinned.
+fn pin_current_thread(core: usize) {
+    // SAFETY: `set` is a plain bit set on the stack, initialised by CPU_ZERO before
+    // use; pid 0 means the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        eprintln!(
+            "ryw: cannot pin the backend thread to core {core}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
