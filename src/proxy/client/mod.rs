@@ -178,27 +178,22 @@ impl Pool {
         let permit = self.shared.acquire().await?;
         let (mut busy, reused) = match self.shared.checkout(permit).await {
             Ok(busy) => (busy, true),
-            Err(Some(permit)) => (self.connect(permit).await?, false),
-            Err(None) => (self.connect(self.shared.acquire().await?).await?, false),
+            // Connecting and resending are boxed: the rare paths stay out of the
+            // future every request carries (and that the gateway allocates).
+            Err(Some(permit)) => (Box::pin(self.connect(permit)).await?, false),
+            Err(None) => (
+                Box::pin(self.connect(self.shared.acquire().await?)).await?,
+                false,
+            ),
         };
         let Some(sender) = busy.sender() else {
             return Err(SendError::PoolClosed);
         };
-        let resp = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
+        let (busy, resp) = match sender.try_send_request(req).await {
+            Ok(resp) => (busy, resp),
             Err(mut e) => match (reused, e.take_message()) {
-                (true, Some(req)) => {
-                    // The idle connection closed before the request was written.
-                    let permit = match busy.into_permit() {
-                        Some(permit) => permit,
-                        None => self.shared.acquire().await?,
-                    };
-                    busy = self.connect(permit).await?;
-                    let Some(sender) = busy.sender() else {
-                        return Err(SendError::PoolClosed);
-                    };
-                    sender.send_request(req).await.map_err(SendError::Http)?
-                }
+                // The idle connection closed before the request was written.
+                (true, Some(req)) => Box::pin(self.resend(busy, req)).await?,
                 _ => return Err(SendError::Http(e.into_error())),
             },
         };
@@ -206,6 +201,25 @@ impl Pool {
             || (upgrade_method && resp.status().is_success());
         let reusable = !upgraded && !closes(&resp);
         Ok(resp.map(|body| PooledBody::new(body, busy, reusable, sent)))
+    }
+
+    /// Sends `req` again on a new connection, with the permit of `busy` (whose idle
+    /// connection turned out closed).
+    async fn resend(
+        &self,
+        busy: Busy,
+        req: Request<Body>,
+    ) -> Result<(Busy, Response<hyper::body::Incoming>), SendError> {
+        let permit = match busy.into_permit() {
+            Some(permit) => permit,
+            None => self.shared.acquire().await?,
+        };
+        let mut busy = self.connect(permit).await?;
+        let Some(sender) = busy.sender() else {
+            return Err(SendError::PoolClosed);
+        };
+        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+        Ok((busy, resp))
     }
 
     /// A new connection with `permit`; its task (with upgrades) runs on its own.
