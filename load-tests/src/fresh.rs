@@ -43,6 +43,10 @@ pub struct FreshArgs {
     /// Connections of the load generator.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// Another tidemark binary to measure side by side (target `tidemark-baseline`,
+    /// same config, same core): an A/B of two builds in one run.
+    #[arg(long)]
+    pub baseline_gateway_bin: Option<PathBuf>,
     /// Also run tidemark with `store.backend = "redis"` (scenario 5).
     #[arg(long)]
     pub redis: bool,
@@ -163,7 +167,14 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
 
     let mem_addrs = gateway::addresses().map_err(|e| e.to_string())?;
     let redis_gw_addrs = gateway::addresses().map_err(|e| e.to_string())?;
+    let baseline_addrs = match &args.baseline_gateway_bin {
+        Some(_) => Some(gateway::addresses().map_err(|e| e.to_string())?),
+        None => None,
+    };
     let mut push_to = vec![mem_addrs.1];
+    if let Some(addrs) = baseline_addrs {
+        push_to.push(addrs.1);
+    }
     if args.redis {
         push_to.push(redis_gw_addrs.1);
     }
@@ -202,6 +213,13 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         procs::free_port().map_err(|e| e.to_string())?,
     ));
     let floor = start_floor(dir, floor_addr, backend.reads[0], core).await?;
+
+    let baseline = match (&args.baseline_gateway_bin, baseline_addrs) {
+        (Some(bin), Some(addrs)) => {
+            Some(gateway::start(bin, &spec, addrs, core, dir, "tidemark-baseline").await?)
+        }
+        _ => None,
+    };
 
     let mut redis_proc: Option<Proc> = None;
     let mut redis_gw = None;
@@ -269,6 +287,18 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
             pid: Some(tidemark.proc.pid()),
         },
     ];
+    if let Some(gw) = &baseline {
+        let token = token_for(gw).await?;
+        targets.push(Proxied {
+            target: Target {
+                name: "tidemark-baseline".into(),
+                addr: gw.proxy,
+                path: "/users/1".into(),
+                headers: vec![("consistency-token".to_owned(), token)],
+            },
+            pid: Some(gw.proc.pid()),
+        });
+    }
     if let Some(gw) = &redis_gw {
         let token = token_for(gw).await?;
         targets.push(Proxied {
@@ -476,6 +506,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     drop(redis_proc);
     drop(nginx);
     drop(floor);
+    drop(baseline);
     drop(tidemark);
     drop(backend);
     Ok(())
