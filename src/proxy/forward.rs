@@ -67,10 +67,6 @@ impl Upstream {
             pool_max_idle: config.pool_max_idle,
             max_connections: config.max_connections,
         };
-        metrics::describe_gauge!(
-            "tidemark_upstream_queued_requests",
-            "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream."
-        );
         let queued =
             metrics::gauge!("tidemark_upstream_queued_requests", "upstream" => config.name.clone());
         Upstream {

@@ -46,6 +46,10 @@ fn describe() {
         "How long reads were held before being answered, by route."
     );
     describe_gauge!(
+        "tidemark_upstream_queued_requests",
+        "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream."
+    );
+    describe_gauge!(
         "tidemark_held_reads",
         "Reads held right now, waiting for a checkpoint, by projection."
     );
