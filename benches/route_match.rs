@@ -41,6 +41,7 @@ fn route(
             key: key.into(),
             ttl: Duration::from_secs(30),
             scope: CacheScope::Session,
+            vary: vec![],
         }),
     }
 }

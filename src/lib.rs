@@ -145,7 +145,10 @@ pub async fn serve_with(
     let registry = Arc::new(ArcSwap::from_pointee(Registry::new(&config)));
     let (cache, store) = match &config.store {
         StoreConfig::Memory => (
-            Cache::Memory(MemoryCache::new(config.cache.max_entries)),
+            Cache::Memory(MemoryCache::new(
+                config.cache.max_entries,
+                config.cache.max_bytes,
+            )),
             None,
         ),
         StoreConfig::Redis(redis) => {

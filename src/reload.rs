@@ -44,6 +44,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.drain_timeout",
     "store",
     "cache.max_entries",
+    "cache.max_bytes",
 ];
 
 /// What serves requests now: read once per request.
@@ -351,6 +352,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "cache.max_entries",
         running.cache.max_entries,
         new.cache.max_entries
+    );
+    keep!(
+        "cache.max_bytes",
+        running.cache.max_bytes,
+        new.cache.max_bytes
     );
     ignored
 }

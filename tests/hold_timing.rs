@@ -44,7 +44,7 @@ on_timeout = "error"
     let gw = Gateway::new(
         config,
         registry.clone(),
-        Cache::Memory(MemoryCache::new(16)),
+        Cache::Memory(MemoryCache::new(16, 1 << 20)),
         None,
     )
     .unwrap();

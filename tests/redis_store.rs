@@ -153,8 +153,12 @@ fn entry(body: &'static str, position: &str) -> CachedResponse {
         content_type: Some("application/json".to_owned()),
         body: Bytes::from_static(body.as_bytes()),
         position: vector(position),
+        identity: ID.to_owned(),
     }
 }
+
+/// The identity every cache entry of these tests is written and read with.
+const ID: &str = "identity-1";
 
 /// Sum of `calls=` of `cmdstat_<command>` in `INFO commandstats` output.
 fn command_calls(info: &str, command: &str) -> u64 {
@@ -431,7 +435,7 @@ async fn redis_killed_then_restarted_empty_gets_the_gateways_checkpoints_back() 
         "failed after {took:?}, not within the response timeout"
     );
     wait_for("healthy() to go false", || async { !g.store.healthy() }).await;
-    let cached = g.store.cache_get("user:1", "s1").await;
+    let cached = g.store.cache_get("user:1", "s1", ID).await;
     assert!(cached.is_err(), "cache reads fail too, they do not hang");
 
     // Restarted empty (no persistence); the gateway may already be republishing, so
@@ -539,16 +543,16 @@ async fn cache_scopes(g: &Gateway) {
         .await
         .expect("put session");
     assert_eq!(
-        g.store.cache_get("user:1", "s1").await.expect("get"),
+        g.store.cache_get("user:1", "s1", ID).await.expect("get"),
         Some(mine.clone())
     );
     assert_eq!(
-        g.store.cache_get("user:1", "s2").await.expect("get"),
+        g.store.cache_get("user:1", "s2", ID).await.expect("get"),
         None,
         "other session"
     );
     assert_eq!(
-        g.store.cache_get("user:2", "s1").await.expect("get"),
+        g.store.cache_get("user:2", "s1", ID).await.expect("get"),
         None,
         "other key"
     );
@@ -559,12 +563,12 @@ async fn cache_scopes(g: &Gateway) {
         .await
         .expect("put global");
     assert_eq!(
-        g.store.cache_get("user:1", "s2").await.expect("get"),
+        g.store.cache_get("user:1", "s2", ID).await.expect("get"),
         Some(everyone),
         "a global entry is seen by every session"
     );
     assert_eq!(
-        g.store.cache_get("user:1", "s1").await.expect("get"),
+        g.store.cache_get("user:1", "s1", ID).await.expect("get"),
         Some(mine),
         "the session's own entry wins"
     );
@@ -583,12 +587,12 @@ async fn cache_expires(g: &Gateway) {
         .expect("put");
     assert!(g
         .store
-        .cache_get("user:ttl", "s1")
+        .cache_get("user:ttl", "s1", ID)
         .await
         .expect("get")
         .is_some());
     wait_for("the entry to expire", || async {
-        matches!(g.store.cache_get("user:ttl", "s1").await, Ok(None))
+        matches!(g.store.cache_get("user:ttl", "s1", ID).await, Ok(None))
     })
     .await;
 }
@@ -624,7 +628,7 @@ async fn one_round_trip(g: &Gateway, nodes: &[RedisServer]) {
     for node in nodes {
         node.cli(&["CONFIG", "RESETSTAT"]);
     }
-    let got = g.store.cache_get("user:rt", "s1").await.expect("get");
+    let got = g.store.cache_get("user:rt", "s1", ID).await.expect("get");
     assert!(got.is_some());
     let info: String = nodes
         .iter()

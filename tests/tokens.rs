@@ -206,7 +206,7 @@ async fn bad_tokens_are_refused_with_a_problem() {
             .unwrap();
         let text = String::from_utf8(payload)
             .unwrap()
-            .replace("\"users\":1", "\"users\":9");
+            .replace("\"sid\":\"", "\"sid\":\"forged-");
         format!("{}.{}.{}", parts[0], b64(text.as_bytes()), parts[2])
     };
     let alg_none = {
@@ -318,4 +318,147 @@ async fn the_token_travels_in_a_cookie_when_configured() {
         PositionVector::parse("users=2", None).unwrap(),
         "the cookie's token was merged"
     );
+}
+
+/// Sends a GET with a raw `Consistency-Token` header value (any bytes) over a plain
+/// TCP connection, returning the status and the whole answer as text.
+async fn get_with_raw_token(gw: &common::TestGateway, path: &str, token: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nConsistency-Token: ")
+            .into_bytes();
+    req.extend_from_slice(token);
+    req.extend_from_slice(b"\r\n\r\n");
+    conn.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (status, text)
+}
+
+/// `tidemark_tokens_rejected_total{reason="malformed"}` on the admin `/metrics`.
+async fn malformed(gw: &common::TestGateway) -> u64 {
+    let text = http().get(&gw.admin_url("/metrics"), &[]).await.text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tidemark_tokens_rejected_total{reason=\"malformed\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 10, item 9: a token header that is present but not visible ASCII is invalid:
+/// `400` problem+json (`reason` `malformed`) under `on_invalid = "reject"`, absent
+/// under `"ignore"`.
+#[tokio::test]
+async fn a_token_that_is_not_visible_ascii_is_invalid_not_absent() {
+    let up = command_service().await;
+    let gw = common::TestGateway::start(config(&toml(up, ""), &[])).await;
+    let before = malformed(&gw).await;
+    // (Control bytes never get this far: hyper's parser answers 400 itself.)
+    for token in [&b"\xff\xfe"[..], b"abc.d\xc3\xa9f.ghi", b"abc.d f.ghi"] {
+        let (status, text) = get_with_raw_token(&gw, "/users/1", token).await;
+        assert_eq!(status, 400, "{token:?}: {text}");
+        assert!(text.contains("application/problem+json"), "{text}");
+        assert!(text.contains("\"reason\":\"malformed\""), "{text}");
+    }
+    // The recorder is process-wide: other tests count too, never down.
+    assert!(malformed(&gw).await >= before + 3);
+
+    let up = command_service().await;
+    let gw = common::TestGateway::start(config(&toml(up, "on_invalid = \"ignore\""), &[])).await;
+    let (status, text) = get_with_raw_token(&gw, "/users/1", b"\xff\xfe").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("consistency-source: projection"),
+        "answered as a tokenless read: {text}"
+    );
+}
+
+/// Issue 13, item 8: with the cookie transport, a token that no longer verifies is
+/// dropped and the cookie cleared (same attributes, `Max-Age=0`); reads and writes go
+/// on as tokenless, even under `on_invalid = "reject"`. The header keeps `on_invalid`.
+#[tokio::test]
+async fn a_cookie_token_that_no_longer_verifies_is_dropped_and_cleared() {
+    let up = command_service().await;
+    let gw = common::TestGateway::start(config(
+        &toml(up, "cookie = \"tm\"\ncookie_secure = false"),
+        &[],
+    ))
+    .await;
+    let client = http();
+    let now = SystemTime::now();
+    let users = PositionVector::parse("users=1", None).unwrap();
+    let cases = [
+        (
+            "key changed",
+            ring("k1", b"a-retired-secret-a-retired-secret-xx").mint("s", &users, now),
+        ),
+        (
+            "unknown key",
+            ring("k9", b"another-secret-another-secret-another").mint("s", &users, now),
+        ),
+        (
+            "expired",
+            ring("k1", SECRET).mint("s", &users, now - Duration::from_secs(7200)),
+        ),
+        ("garbage", "not-a-token".to_string()),
+    ];
+    for (what, bad) in &cases {
+        let cookie = format!("other=1; tm={bad}");
+        let r = client
+            .get(&gw.url("/users/1"), &[("cookie", &cookie)])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: read: {}", r.text());
+        assert_eq!(r.header("consistency-source"), Some("projection"), "{what}");
+        let cleared: Vec<&str> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cleared,
+            ["tm=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"],
+            "{what}"
+        );
+
+        let w = client
+            .put_json(&gw.url("/users/1"), &[("cookie", &cookie)], "{}")
+            .await;
+        assert_eq!(w.status, StatusCode::OK, "{what}: write: {}", w.text());
+        let set: Vec<&str> = w
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(set.len(), 1, "{what}: one cookie, the new token: {set:?}");
+        let fresh = set[0]
+            .strip_prefix("tm=")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let claims = ring("k1", SECRET).verify(fresh, SystemTime::now()).unwrap();
+        assert_ne!(claims.sid, "s", "{what}: a new session");
+    }
+
+    // The header transport keeps `on_invalid` (reject).
+    let r = client
+        .get(&gw.url("/users/1"), &[("consistency-token", &cases[0].1)])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.header("set-cookie").is_none());
 }

@@ -3,6 +3,7 @@
 //! read whose instances lag can be answered from it. Backends: memory (here) and Redis
 //! (`store::redis`).
 
+pub mod identity;
 pub mod memory;
 
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub struct CachedResponse {
     pub body: Bytes,
     /// The write's position (merged token frontier restricted to nothing: the write's own).
     pub position: PositionVector,
+    /// The writer's identity ([`identity`]): only a read of the same identity is
+    /// answered from this entry.
+    pub identity: String,
 }
 
 /// The cache backend in use. Clones share one cache.
@@ -31,12 +35,17 @@ pub enum Cache {
 }
 
 impl Cache {
-    /// The entry for `key` visible to session `sid`: the session's own first, then a
-    /// global one.
-    pub async fn get(&self, key: &str, sid: &str) -> Result<Option<CachedResponse>, StoreError> {
+    /// The entry for `key` visible to session `sid` and written by a request of the
+    /// same `identity`: the session's own first, then a global one.
+    pub async fn get(
+        &self,
+        key: &str,
+        sid: &str,
+        identity: &str,
+    ) -> Result<Option<CachedResponse>, StoreError> {
         match self {
-            Cache::Memory(m) => Ok(m.get(key, sid, tokio::time::Instant::now())),
-            Cache::Redis(r) => r.cache_get(key, sid).await,
+            Cache::Memory(m) => Ok(m.get(key, sid, identity, tokio::time::Instant::now())),
+            Cache::Redis(r) => r.cache_get(key, sid, identity).await,
         }
     }
 

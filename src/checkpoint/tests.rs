@@ -82,7 +82,9 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
         cache: CacheConfig {
             max_body_bytes: 1024,
             max_entries: 10,
+            max_bytes: 1 << 20,
             max_request_body_bytes: 1024,
+            statuses: vec![200, 201],
         },
         upstreams: BTreeMap::new(),
         projections: projections

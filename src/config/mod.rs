@@ -224,6 +224,15 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Most entries of the memory backend. Default 100000.
     pub max_entries: usize,
+    /// Most bytes the memory backend holds: bodies, keys, identities, positions and
+    /// a per-entry overhead are counted; eviction keeps it (expired entries first,
+    /// then the oldest). Default 64 MiB: with `max_entries` alone, 100000 entries of
+    /// up to 256 KiB could grow the process by 25 GiB.
+    pub max_bytes: usize,
+    /// Statuses of write answers the cache stores (only with a non-empty body): those
+    /// that can stand for the resource a read of the route returns. Default
+    /// `[200, 201]`: a `202 Accepted` or `204 No Content` is not the resource.
+    pub statuses: Vec<u16>,
     /// Largest request body a write route with `cache` forwards; a larger one is
     /// answered `413` without reaching the upstream. Such bodies are read whole before
     /// forwarding (so the 413 can come before anything is sent). Default 1 MiB.
@@ -329,7 +338,7 @@ pub enum CacheScope {
     Global,
 }
 
-/// A route's `cache = { key, ttl, scope }`.
+/// A route's `cache = { key, ttl, scope, vary }`.
 #[derive(Debug, Clone)]
 pub struct RouteCache {
     /// Key template, `{capture}` expanded from the path, e.g. `user:{id}`.
@@ -337,6 +346,19 @@ pub struct RouteCache {
     /// Write routes: how long an entry lives. Default `30s`.
     pub ttl: Duration,
     pub scope: CacheScope,
+    /// What names the caller: an entry is only answered to a read whose values of
+    /// these match the writer's (hashed, see `cache::identity`). Default
+    /// `["authorization"]`; `[]` shares entries between all callers.
+    pub vary: Vec<CacheVary>,
+}
+
+/// One item of a route's `cache.vary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheVary {
+    /// A request header (`"authorization"`).
+    Header(http::HeaderName),
+    /// A cookie (`"cookie:session"`).
+    Cookie(String),
 }
 
 /// Read-route settings.

@@ -190,6 +190,10 @@ pub struct RawCache {
     pub max_body_bytes: Field<usize>,
     /// Default 100000; at least 1.
     pub max_entries: Field<usize>,
+    /// Default 67108864 (64 MiB); at least 1.
+    pub max_bytes: Field<usize>,
+    /// Default `[200, 201]`.
+    pub statuses: Field<Vec<u16>>,
     /// Largest request body a write route with `cache` forwards. Default 1048576.
     pub max_request_body_bytes: Field<usize>,
 }
@@ -270,6 +274,8 @@ pub struct RawRouteCache {
     pub ttl: Field<String>,
     /// `session` (default) | `global`.
     pub scope: Field<String>,
+    /// Header names and `cookie:NAME`s. Default `["authorization"]`.
+    pub vary: Field<Vec<String>>,
 }
 
 /// The whole file, each section deserialized on its own (see [`super::sections`]).
@@ -381,7 +387,13 @@ pub mod keys {
         "resync_interval",
     ];
     /// `[cache]`
-    pub const CACHE: &[&str] = &["max_body_bytes", "max_entries", "max_request_body_bytes"];
+    pub const CACHE: &[&str] = &[
+        "max_body_bytes",
+        "max_entries",
+        "max_bytes",
+        "max_request_body_bytes",
+        "statuses",
+    ];
     /// `[upstreams.NAME]`
     pub const UPSTREAM: &[&str] = &[
         "url",
@@ -418,7 +430,7 @@ pub mod keys {
         "cache",
     ];
     /// A route's `cache = {...}`.
-    pub const ROUTE_CACHE: &[&str] = &["key", "ttl", "scope"];
+    pub const ROUTE_CACHE: &[&str] = &["key", "ttl", "scope", "vary"];
 }
 
 #[cfg(test)]

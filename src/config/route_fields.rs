@@ -8,7 +8,7 @@ use http::Method;
 use super::raw::{Field, RawRouteCache};
 use super::routes::{list, reference, Names};
 use super::validate::Errors;
-use super::{values, CacheScope, OnTimeout, ReadRoute, RouteCache};
+use super::{values, CacheScope, CacheVary, OnTimeout, ReadRoute, RouteCache};
 
 /// A read route's settings; `None` when it has no projection (reported).
 #[allow(clippy::too_many_arguments)]
@@ -122,6 +122,12 @@ pub fn cache(
         (Some(t), Some(caps)) => {
             if let Err(p) = values::cache_key(t, caps) {
                 errs.problem(format!("{key}.key"), p);
+            } else if let Err(e) = crate::route::KeyTemplate::parse(t, caps) {
+                errs.push(
+                    format!("{key}.key"),
+                    format!("cache key `{t}`: {e}"),
+                    "separate captures with literal text such as `:` and leave `%` out",
+                );
             }
         }
         (Some(_), None) => {}
@@ -147,9 +153,58 @@ pub fn cache(
             CacheScope::Session
         }
     };
+    let vary = cache_vary(errs, &format!("{key}.vary"), raw.vary);
     Some(RouteCache {
         key: template?,
         ttl,
         scope,
+        vary,
     })
+}
+
+/// `cache.vary`: header names and `cookie:NAME`s; default `["authorization"]`.
+fn cache_vary(errs: &mut Errors, key: &str, raw: Field<Vec<String>>) -> Vec<CacheVary> {
+    let Some(items) = errs.field::<Vec<String>>(key, raw) else {
+        return vec![CacheVary::Header(http::header::AUTHORIZATION)];
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item.strip_prefix("cookie:") {
+            Some(name) => match values::cookie_name(name) {
+                Ok(()) => out.push(CacheVary::Cookie(name.to_string())),
+                Err(p) => errs.problem(key, p),
+            },
+            None => match http::HeaderName::from_bytes(item.as_bytes()) {
+                Ok(name) if name == http::header::COOKIE => errs.push(
+                    key,
+                    "`cookie` as a whole varies on every cookie, the token's included",
+                    "name the cookies that identify the user: `cookie:NAME`",
+                ),
+                Ok(name) => out.push(CacheVary::Header(name)),
+                Err(_) => errs.push(
+                    key,
+                    format!("`{item}` is not a header name"),
+                    "use header names (`authorization`) or `cookie:NAME`",
+                ),
+            },
+        }
+    }
+    out
+}
+
+/// `[cache] statuses`: 2xx statuses whose answers have a body; default `[200, 201]`.
+pub fn cache_statuses(errs: &mut Errors, raw: Field<Vec<u16>>) -> Vec<u16> {
+    let Some(statuses) = errs.field::<Vec<u16>>("cache.statuses", raw) else {
+        return vec![200, 201];
+    };
+    for &s in &statuses {
+        if !(200..=299).contains(&s) || (204..=206).contains(&s) {
+            errs.push(
+                "cache.statuses",
+                format!("{s} can't be cached: a cached answer stands for the resource"),
+                "list 2xx statuses that carry the resource, e.g. `[200, 201]` (not 204, 205 or 206)",
+            );
+        }
+    }
+    statuses
 }

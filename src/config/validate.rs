@@ -352,6 +352,8 @@ fn cache(errs: &mut Errors, raw: RawCache) -> CacheConfig {
     CacheConfig {
         max_body_bytes: errs.count_or("cache.max_body_bytes", raw.max_body_bytes, 256 * 1024, 0),
         max_entries: errs.count_or("cache.max_entries", raw.max_entries, 100_000, 1),
+        max_bytes: errs.count_or("cache.max_bytes", raw.max_bytes, 64 * 1024 * 1024, 1),
+        statuses: super::route_fields::cache_statuses(errs, raw.statuses),
         max_request_body_bytes: errs.count_or(
             "cache.max_request_body_bytes",
             raw.max_request_body_bytes,

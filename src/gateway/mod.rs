@@ -215,29 +215,90 @@ impl Gateway {
     }
 
     /// The client's token: `None` when absent or expired (and, with `on_invalid =
-    /// "ignore"`, when invalid).
-    fn client_token(&self, headers: &HeaderMap) -> Result<Option<Arc<Claims>>, GatewayError> {
+    /// "ignore"`, when invalid). A cookie token that does not verify is dropped
+    /// whatever `on_invalid` says, and the answer clears the cookie
+    /// ([`ClientToken::clear_cookie`]): an HttpOnly cookie the page can't remove must
+    /// not lock a browser out until it expires.
+    fn client_token(&self, headers: &HeaderMap) -> Result<ClientToken, GatewayError> {
         let cookie = self.config.token.cookie.as_ref().map(|c| c.name.as_str());
-        let Some(raw) = token::extract(headers, &self.config.headers.token, cookie) else {
-            return Ok(None);
+        let Some((carrier, raw)) = token::extract(headers, &self.config.headers.token, cookie)
+        else {
+            return Ok(ClientToken::default());
         };
-        match self.verified.verify(&self.keys, raw, SystemTime::now()) {
-            Ok(claims) => Ok(Some(claims)),
+        let verified = raw.and_then(|raw| self.verified.verify(&self.keys, raw, SystemTime::now()));
+        match verified {
+            Ok(claims) => Ok(ClientToken {
+                claims: Some(claims),
+                clear_cookie: false,
+            }),
             Err(e) => {
                 metrics::counter!("tidemark_tokens_rejected_total", "reason" => e.reason())
                     .increment(1);
-                match (e, self.config.token.on_invalid) {
-                    (TokenError::Expired, _) | (_, OnInvalid::Ignore) => Ok(None),
-                    (e, OnInvalid::Reject) => Err(GatewayError::BadToken(e)),
+                match (e, carrier, self.config.token.on_invalid) {
+                    (_, token::Carrier::Cookie, _) => Ok(ClientToken {
+                        claims: None,
+                        clear_cookie: true,
+                    }),
+                    (TokenError::Expired, _, _) | (_, _, OnInvalid::Ignore) => {
+                        Ok(ClientToken::default())
+                    }
+                    (e, token::Carrier::Header, OnInvalid::Reject) => {
+                        Err(GatewayError::BadToken(e))
+                    }
                 }
             }
         }
     }
 
+    /// Clears the token cookie on `resp` when the request's cookie token was dropped
+    /// and the answer does not set a new one.
+    fn clear_dropped_cookie(&self, resp: &mut Response<Body>, client: &ClientToken) {
+        let Some(cookie) = self
+            .config
+            .token
+            .cookie
+            .as_ref()
+            .filter(|_| client.clear_cookie)
+        else {
+            return;
+        };
+        let ours = format!("{}=", cookie.name);
+        let sets_ours = resp
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(ours.as_bytes()));
+        if !sets_ours {
+            resp.headers_mut()
+                .append(SET_COOKIE, token::clear_cookie(&cookie.name, cookie.secure));
+        }
+    }
+
     /// Mints a token for `sid` at `pos` and puts it on the response (header, and the
     /// cookie when configured).
+    ///
+    /// A token that would not fit ([`token::fits`]: over the gateway's own 4 KiB cap,
+    /// or a `Set-Cookie` over a browser's 4 KiB) is never handed out: the answer goes
+    /// out without a new token and with `Consistency-Token-Error: oversize`, the client
+    /// keeps its previous token, and `tidemark_tokens_oversize_total` counts it (logged
+    /// at `warn`, at most once a minute). Handing it out would lock the session out
+    /// (`on_invalid = "reject"`) or be dropped by the browser.
     fn attach_token(&self, headers: &mut HeaderMap, sid: &str, pos: &PositionVector) {
         let minted = self.keys.mint(sid, pos, SystemTime::now());
+        let cookie = self
+            .config
+            .token
+            .cookie
+            .as_ref()
+            .map(|c| token::set_cookie(&c.name, &minted, c.secure, self.keys.ttl()));
+        if let Err(oversize) = token::fits(&minted, cookie.as_ref()) {
+            token::oversize::report(&oversize, pos.len());
+            headers.insert(
+                token::oversize::TOKEN_ERROR,
+                HeaderValue::from_static("oversize"),
+            );
+            return;
+        }
         metrics::counter!("tidemark_tokens_minted_total").increment(1);
         match HeaderValue::from_str(&minted) {
             Ok(v) => {
@@ -248,11 +309,8 @@ impl Gateway {
                 return;
             }
         }
-        if let Some(cookie) = &self.config.token.cookie {
-            headers.append(
-                SET_COOKIE,
-                token::set_cookie(&cookie.name, &minted, cookie.secure, self.keys.ttl()),
-            );
+        if let Some(cookie) = cookie {
+            headers.append(SET_COOKIE, cookie);
         }
     }
 
@@ -304,6 +362,15 @@ impl Gateway {
             .get(name)
             .ok_or_else(|| GatewayError::NotFound(format!("upstream {name:?} is not configured")))
     }
+}
+
+/// The token a request presented, as the read and write paths use it.
+#[derive(Default)]
+struct ClientToken {
+    /// The verified claims; `None` when absent, expired or dropped.
+    claims: Option<Arc<Claims>>,
+    /// The cookie carried a token that did not verify: clear it on the answer.
+    clear_cookie: bool,
 }
 
 /// The matched route of one request.

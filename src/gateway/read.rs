@@ -34,15 +34,31 @@ impl Gateway {
         &self,
         ctx: RequestCtx<'_>,
         read: &ReadRoute,
-        mut parts: Parts,
+        parts: Parts,
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
+        let client = match self.client_token(&parts.headers) {
+            Ok(client) => client,
+            Err(e) => return self.counted(ctx, "", Err(e)),
+        };
+        let mut resp = self
+            .read_with(ctx, read, parts, body, client.claims.clone())
+            .await?;
+        self.clear_dropped_cookie(&mut resp, &client);
+        Ok(resp)
+    }
+
+    async fn read_with(
+        &self,
+        ctx: RequestCtx<'_>,
+        read: &ReadRoute,
+        mut parts: Parts,
+        body: Body,
+        claims: Option<Arc<Claims>>,
+    ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
-        let checked = self
-            .level(&parts.headers)
-            .and_then(|level| Ok((level, self.client_token(&parts.headers)?)));
-        let (level, claims) = match checked {
-            Ok(checked) => checked,
+        let level = match self.level(&parts.headers) {
+            Ok(level) => level,
             Err(e) => return self.counted(ctx, "", Err(e)),
         };
         let projection = self
@@ -61,12 +77,18 @@ impl Gateway {
             .as_ref()
             .map(|c| c.pos.restrict(projection.logs()))
             .unwrap_or_default();
+        // Only entries of the caller's identity may answer (hashed once per read).
+        let identity = match (&claims, &ctx.route.cache) {
+            (Some(_), Some(c)) => self.keys.identity_key().identity(&c.vary, &parts.headers),
+            _ => String::new(),
+        };
         let answer = self
             .decide(
                 ctx,
                 read,
                 level,
                 claims.as_deref(),
+                &identity,
                 &token_required,
                 &projection,
                 &upstream,
@@ -154,6 +176,7 @@ impl Gateway {
         read: &ReadRoute,
         level: Level,
         claims: Option<&Claims>,
+        identity: &str,
         token_required: &PositionVector,
         projection: &Arc<Projection>,
         upstream: &Upstream,
@@ -225,7 +248,7 @@ impl Gateway {
                     let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
                     // Boxed: the store's lookup future is large and only some routes
                     // have a cache; every held read would carry it inline.
-                    cache = match Box::pin(self.cache.get(key, sid)).await {
+                    cache = match Box::pin(self.cache.get(key, sid, identity)).await {
                         Ok(Some(entry)) if entry.position.covers(token_required) => {
                             cached = Some(entry);
                             CacheState::Hit

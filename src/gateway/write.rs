@@ -21,13 +21,27 @@ impl Gateway {
     pub(super) async fn write(
         &self,
         ctx: RequestCtx<'_>,
-        mut parts: Parts,
+        parts: Parts,
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
-        let claims = match self.client_token(&parts.headers) {
-            Ok(claims) => claims,
+        let client = match self.client_token(&parts.headers) {
+            Ok(client) => client,
             Err(e) => return self.counted(ctx, "", Err(e)),
         };
+        let mut resp = self
+            .write_with(ctx, parts, body, client.claims.clone())
+            .await?;
+        self.clear_dropped_cookie(&mut resp, &client);
+        Ok(resp)
+    }
+
+    async fn write_with(
+        &self,
+        ctx: RequestCtx<'_>,
+        mut parts: Parts,
+        body: Body,
+        claims: Option<std::sync::Arc<token::Claims>>,
+    ) -> Result<Response<Body>, GatewayError> {
         let body = match ctx.route.cache {
             Some(_) => match self.bounded_body(&parts, body).await {
                 Ok(body) => body,
@@ -35,6 +49,12 @@ impl Gateway {
             },
             None => body,
         };
+        // Whom the cache entry belongs to, from the client's own headers.
+        let identity = ctx
+            .route
+            .cache
+            .as_ref()
+            .map(|c| self.keys.identity_key().identity(&c.vary, &parts.headers));
         self.prepare_request(&mut parts, ctx.peer, false);
         let upstream = self.upstream(&ctx.route.upstream)?;
         let instance = upstream.pick();
@@ -71,12 +91,17 @@ impl Gateway {
         self.attach_token(&mut head.headers, &sid, &frontier);
 
         let body = match (&ctx.route.cache, ctx.cache_key) {
+            (Some(_), Some(_)) if !self.config.cache.statuses.contains(&head.status.as_u16()) => {
+                metrics::counter!("tidemark_cache_skipped_total", "route" => ctx.route.name.clone(), "reason" => "status").increment(1);
+                body
+            }
             (Some(cache), Some(template)) => {
                 let entry = CacheDraft {
                     key: template.expand(ctx.params),
                     status: head.status.as_u16(),
                     content_type: content_type(&head.headers),
                     position,
+                    identity: identity.unwrap_or_default(),
                 };
                 self.tee_into_cache(cache, &sid, entry, body, &ctx.route.name)
                     .await
@@ -182,11 +207,17 @@ impl Gateway {
             }
         }
         let body_bytes = buf.freeze();
+        if body_bytes.is_empty() {
+            // No representation to stand for the resource.
+            metrics::counter!("tidemark_cache_skipped_total", "route" => route.to_string(), "reason" => "empty").increment(1);
+            return crate::proxy::full(body_bytes);
+        }
         let entry = CachedResponse {
             status: draft.status,
             content_type: draft.content_type,
             body: body_bytes.clone(),
             position: draft.position,
+            identity: draft.identity,
         };
         if let Err(e) = self
             .cache
@@ -222,6 +253,7 @@ struct CacheDraft {
     status: u16,
     content_type: Option<String>,
     position: PositionVector,
+    identity: String,
 }
 
 /// `prefix`, then optional `trailers`, then the rest of `rest`.

@@ -3,8 +3,18 @@
 //! A template is literal text with `{name}` placeholders, each naming a capture of the
 //! route's path pattern. It is parsed once at start-up (so a typo is a startup error
 //! naming the valid captures) and expanded per request with the values as matched
-//! (percent-encoding kept: two spellings of one path give two keys, never a collision
-//! of two different paths).
+//! (percent-encoding kept: two spellings of one path give two keys).
+//!
+//! Expansion is injective: distinct capture values never give one key. Each captured
+//! value has `%` and the first character of every literal that follows a capture
+//! percent-encoded (`doc:{org}:{id}` expands `acme:1`, `2` to `doc:acme%3A1:2`, and
+//! `acme`, `1:2` to `doc:acme:1%3A2`). For that to suffice the template may not put
+//! two captures side by side (`{a}{b}`) nor use `%` in its literal text: both are
+//! refused at start-up. Why it holds: reading a key left to right past the known
+//! leading literal, an escape `%XX` is one unit and no other character of an encoded
+//! value is the first character of the literal after it, so that literal's first
+//! occurrence marks where the value ends; the last value ends where the known
+//! trailing literal begins. Values are decoded back by undoing the escapes.
 
 use super::Params;
 
@@ -12,6 +22,9 @@ use super::Params;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
     parts: Vec<Part>,
+    /// Characters percent-encoded in captured values: `%` and the first character of
+    /// each literal that follows a capture.
+    escaped: Vec<char>,
 }
 
 /// One piece of a template.
@@ -34,6 +47,12 @@ pub enum TemplateError {
     /// The template is the empty string (every request would share one key).
     #[error("empty key template")]
     Empty,
+    /// Two captures side by side: `{a}{b}` gives `xy` for both `x`,`y` and `xy`,``.
+    #[error("`{{{0}}}` and `{{{1}}}` are side by side; put literal text between them, e.g. `{{{0}}}:{{{1}}}`")]
+    Adjacent(String, String),
+    /// `%` in literal text: it is the escape character of captured values.
+    #[error("`%` can't be used in a key template's literal text (it escapes captured values)")]
+    Percent,
 }
 
 impl KeyTemplate {
@@ -71,16 +90,35 @@ impl KeyTemplate {
                         };
                         return Err(TemplateError::UnknownCapture(name.to_string(), valid));
                     }
+                    if let Some(Part::Capture(prev)) = parts.last() {
+                        return Err(TemplateError::Adjacent(prev.clone(), name.to_string()));
+                    }
                     parts.push(Part::Capture(name.to_string()));
                     rest = &after[end + 1..];
                 }
             }
         }
-        Ok(KeyTemplate { parts })
+        let mut escaped = vec!['%'];
+        for (i, part) in parts.iter().enumerate() {
+            if let Part::Literal(text) = part {
+                if text.contains('%') {
+                    return Err(TemplateError::Percent);
+                }
+                // A literal after a capture ends that capture's value: its first
+                // character must not occur unescaped in a value.
+                if i > 0 {
+                    escaped.extend(text.chars().next());
+                }
+            }
+        }
+        escaped.sort_unstable();
+        escaped.dedup();
+        Ok(KeyTemplate { parts, escaped })
     }
 
     /// Expands with the captured values (`params` as returned by
-    /// [`RouteTable::find`](super::RouteTable::find)), as matched (not decoded). A
+    /// [`RouteTable::find`](super::RouteTable::find)), as matched (not decoded), each
+    /// with `%` and the literals' characters percent-encoded (see the module doc). A
     /// capture missing from `params` (not possible for a template checked against the
     /// route's own pattern) expands to nothing.
     pub fn expand(&self, params: &Params) -> String {
@@ -88,10 +126,26 @@ impl KeyTemplate {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Capture(name) => out.push_str(params.get(name).unwrap_or_default()),
+                Part::Capture(name) => {
+                    self.push_escaped(&mut out, params.get(name).unwrap_or_default())
+                }
             }
         }
         out
+    }
+
+    fn push_escaped(&self, out: &mut String, value: &str) {
+        use std::fmt::Write;
+        for c in value.chars() {
+            if self.escaped.binary_search(&c).is_ok() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "%{b:02X}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
     }
 
     /// The capture names the template uses, in order.
@@ -199,13 +253,56 @@ mod tests {
     #[test]
     fn expands_values_as_matched_not_decoded() {
         let t = KeyTemplate::parse("file:{rest}", &caps(&["rest"])).unwrap();
-        assert_eq!(t.expand(&params(&[("rest", "a%20b/c")])), "file:a%20b/c");
+        assert_eq!(t.expand(&params(&[("rest", "a%20b/c")])), "file:a%2520b/c");
     }
 
     #[test]
     fn literal_only_template_is_allowed() {
         let t = KeyTemplate::parse("settings", &[]).unwrap();
         assert_eq!(t.expand(&Params::default()), "settings");
+    }
+
+    #[test]
+    fn captured_values_escape_percent_and_the_literals_characters() {
+        let t = KeyTemplate::parse("doc:{org}:{id}", &caps(&["org", "id"])).unwrap();
+        let a = t.expand(&params(&[("org", "acme:1"), ("id", "2")]));
+        let b = t.expand(&params(&[("org", "acme"), ("id", "1:2")]));
+        assert_eq!(a, "doc:acme%3A1:2");
+        assert_eq!(b, "doc:acme:1%3A2");
+        let t = KeyTemplate::parse("file:{rest}", &caps(&["rest"])).unwrap();
+        assert_eq!(t.expand(&params(&[("rest", "a%20b")])), "file:a%2520b");
+        let t = KeyTemplate::parse("k{x}é-", &caps(&["x"])).unwrap();
+        assert_eq!(t.expand(&params(&[("x", "é-é")])), "k%C3%A9-%C3%A9é-");
+    }
+
+    #[test]
+    fn adjacent_captures_and_percent_literals_are_refused() {
+        let err = KeyTemplate::parse("k:{a}{b}", &caps(&["a", "b"])).unwrap_err();
+        assert_eq!(err, TemplateError::Adjacent("a".into(), "b".into()));
+        assert!(err.to_string().contains("`{a}:{b}`"), "{err}");
+        assert_eq!(
+            KeyTemplate::parse("k%{a}", &caps(&["a"])),
+            Err(TemplateError::Percent)
+        );
+    }
+
+    proptest::proptest! {
+        /// Distinct capture tuples give distinct keys, whatever the literals (drawn
+        /// from the same small alphabet as the values, so collisions are likely if
+        /// escaping were wrong).
+        #[test]
+        fn expansion_is_injective(
+            lits in proptest::collection::vec("[:/a1é-]{1,3}", 3),
+            lead in "[:a]{0,2}",
+            x in proptest::collection::vec("[:/a1é%-]{0,4}", 3),
+            y in proptest::collection::vec("[:/a1é%-]{0,4}", 3),
+        ) {
+            let template = format!("{lead}{{a}}{}{{b}}{}{{c}}{}", lits[0], lits[1], lits[2]);
+            let t = KeyTemplate::parse(&template, &caps(&["a", "b", "c"])).unwrap();
+            let p = |v: &[String]| params(&[("a", &v[0]), ("b", &v[1]), ("c", &v[2])]);
+            proptest::prop_assume!(x != y);
+            proptest::prop_assert_ne!(t.expand(&p(&x)), t.expand(&p(&y)));
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn with_cache(mut r: RouteConfig, key: &str) -> RouteConfig {
         key: key.into(),
         ttl: Duration::from_secs(30),
         scope: CacheScope::Session,
+        vary: vec![],
     });
     r
 }

@@ -110,6 +110,7 @@ pub fn inspect(token: &str, ring: Option<&KeyRing>, now: SystemTime) -> String {
         Ok(claims) => {
             let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
             let _ = writeln!(out, "claims: {pretty}");
+            let _ = writeln!(out, "vector: {}", describe_vector(&claims));
             for name in ["iat", "exp"] {
                 if let Some(t) = claims.get(name).and_then(serde_json::Value::as_u64) {
                     let _ = writeln!(out, "{name}: {}", describe_time(t, now));
@@ -132,6 +133,27 @@ pub fn inspect(token: &str, ring: Option<&KeyRing>, now: SystemTime) -> String {
     };
     let _ = writeln!(out, "{verdict}");
     out
+}
+
+/// The position vector of the claims, in the text form (`log=pos,...`), whichever
+/// encoding carries it: `p` (compact, minted today) or `pos` (JSON object, older).
+fn describe_vector(claims: &serde_json::Value) -> String {
+    if let Some(p) = claims.get("p") {
+        return match p.as_str().map(super::compact::decode) {
+            Some(Ok(v)) if v.is_empty() => "(empty)".to_string(),
+            Some(Ok(v)) => format!("{v} ({} logs, compact `p`)", v.len()),
+            Some(Err(e)) => format!("(claim `p` does not decode: {e})"),
+            None => "(claim `p` is not a string)".to_string(),
+        };
+    }
+    match claims.get("pos").map(|p| serde_json::from_value(p.clone())) {
+        Some(Ok(map)) => match crate::position::PositionVector::from_map(map) {
+            Ok(v) => format!("{v} ({} logs, JSON `pos`)", v.len()),
+            Err(e) => format!("(claim `pos` is not a vector: {e})"),
+        },
+        Some(Err(_)) => "(claim `pos` is not an object of whole numbers)".to_string(),
+        None => "(no `p` or `pos` claim)".to_string(),
+    }
 }
 
 /// First second of year 10000, which RFC 3339 formatting can't show.

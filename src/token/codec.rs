@@ -15,6 +15,7 @@ use base64::Engine;
 use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 
+use super::compact;
 use super::keys::{alg_name, jwt_algorithm, KeyRing, VerifyKey};
 use super::{Claims, TokenError, MAX_TOKEN_BYTES};
 use crate::position::PositionVector;
@@ -46,7 +47,13 @@ struct WireClaims<'a> {
     exp: u64,
     #[serde(borrow)]
     sid: Cow<'a, str>,
-    pos: BTreeMap<String, u64>,
+    /// The vector in the compact form ([`super::compact`]); what this gateway mints.
+    #[serde(borrow, default)]
+    p: Option<Cow<'a, str>>,
+    /// The vector as a JSON object: the form minted before the compact one, accepted
+    /// until such tokens expire.
+    #[serde(default)]
+    pos: Option<BTreeMap<String, u64>>,
 }
 
 /// A token split into its parts, header decoded.
@@ -131,7 +138,7 @@ impl KeyRing {
             iat,
             exp: iat.saturating_add(self.ttl.as_secs()),
             sid,
-            pos,
+            p: compact::encode(pos),
         };
         let mut header = Header::new(jwt_algorithm(self.signing_algorithm));
         header.kid = Some(self.signing_kid.clone());
@@ -190,8 +197,19 @@ impl KeyRing {
                 "`sid` must be 1 to {MAX_SID_LEN} characters"
             )));
         }
-        let pos = PositionVector::from_map(wire.pos)
-            .map_err(|e| TokenError::Claims(format!("`pos`: {e}")))?;
+        let pos = match (wire.p, wire.pos) {
+            (Some(p), None) => {
+                compact::decode(&p).map_err(|e| TokenError::Claims(format!("`p`: {e}")))?
+            }
+            (None, Some(pos)) => PositionVector::from_map(pos)
+                .map_err(|e| TokenError::Claims(format!("`pos`: {e}")))?,
+            (None, None) => return Err(TokenError::Claims("`p` is missing".into())),
+            (Some(_), Some(_)) => {
+                return Err(TokenError::Claims(
+                    "both `p` and `pos` are present; a token has one".into(),
+                ))
+            }
+        };
         Ok(Claims {
             iss: wire.iss.into_owned(),
             iat: wire.iat,
@@ -237,5 +255,6 @@ struct SerClaims<'a> {
     iat: u64,
     exp: u64,
     sid: &'a str,
-    pos: &'a PositionVector,
+    /// The vector in the compact form ([`super::compact`]).
+    p: String,
 }

@@ -31,6 +31,8 @@ pub struct KeyRing {
     pub(super) signing_algorithm: TokenAlgorithm,
     pub(super) encoding: EncodingKey,
     pub(super) keys: HashMap<String, VerifyKey>,
+    /// Keys the write-through cache's identity hash; derived from the signing key.
+    pub(super) identity: crate::cache::identity::IdentityKey,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -71,6 +73,10 @@ impl KeyRing {
     /// file, a secret shorter than 32 bytes, a PEM of the wrong type, a duplicate `kid`.
     pub fn from_config(config: &TokenConfig) -> Result<KeyRing, KeyError> {
         let (encoding, signing_verify) = load_signing(&config.signing)?;
+        let identity = crate::cache::identity::IdentityKey::derive(&read_material(
+            &config.signing.kid,
+            &config.signing.material,
+        )?);
         let mut keys = HashMap::new();
         keys.insert(config.signing.kid.clone(), signing_verify);
         for spec in &config.verify_keys {
@@ -86,6 +92,7 @@ impl KeyRing {
             signing_algorithm: config.signing.algorithm,
             encoding,
             keys,
+            identity,
         };
         ring.self_test()?;
         Ok(ring)
@@ -104,6 +111,13 @@ impl KeyRing {
     /// The `kid` new tokens are signed with.
     pub fn signing_kid(&self) -> &str {
         &self.signing_kid
+    }
+
+    /// The key of the write-through cache's identity hash: derived from the signing
+    /// key's material, so gateways that share a signing key (and a Redis cache) hash
+    /// identities alike, and nobody without the key can compute one.
+    pub fn identity_key(&self) -> &crate::cache::identity::IdentityKey {
+        &self.identity
     }
 
     /// The algorithm new tokens are signed with.

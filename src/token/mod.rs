@@ -5,6 +5,7 @@
 //!
 //! - [`keys`]: loading and checking keys ([`KeyRing::from_config`]).
 //! - `codec`: [`KeyRing::mint`] and [`KeyRing::verify`] (the JWT wire form).
+//! - [`compact`]: the compact text form of the vector in claim `p`.
 //! - `transport`: [`extract`] from a header or cookie, [`set_cookie`].
 //! - [`verified`]: a bounded memo of verified tokens (a client echoes one token on
 //!   every read; its signature is checked once).
@@ -12,7 +13,9 @@
 
 mod cli;
 mod codec;
+pub mod compact;
 pub mod keys;
+pub mod oversize;
 mod transport;
 pub mod verified;
 
@@ -25,7 +28,7 @@ use crate::position::PositionVector;
 pub use cli::{inspect, keygen};
 pub use codec::MAX_SID_LEN;
 pub use keys::{KeyRing, MIN_HS256_SECRET};
-pub use transport::{extract, set_cookie};
+pub use transport::{clear_cookie, extract, fits, set_cookie, Carrier, Oversize, MAX_COOKIE_BYTES};
 pub use verified::VerifiedTokens;
 
 /// Tokens larger than this are refused before any parsing (4 KiB, SPEC "Token"): a

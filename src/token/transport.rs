@@ -5,48 +5,100 @@ use std::time::Duration;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::{TokenError, MAX_TOKEN_BYTES};
+
+/// Which transport a presented token came by: they differ on an invalid token (the
+/// header follows `token.on_invalid`; a cookie is dropped and cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Header,
+    Cookie,
+}
+
 /// The token a request carries: the header first, then the cookie named `cookie`.
-/// Returns the raw text (not yet verified).
+/// Returns the carrier and the raw text (not yet verified), or
+/// [`TokenError::Malformed`] for one present but not visible ASCII.
 ///
-/// Only the first `header` value counts, trimmed; a value that is empty or not visible
-/// ASCII is treated as absent (a JWT is base64url and dots). The cookie is looked up
-/// in every `Cookie` header (HTTP/2 may split them), `name=value` pairs separated by
-/// `;`, with surrounding white space and one pair of double quotes removed.
+/// Only the first `header` value counts, trimmed; an empty one is absent and the
+/// cookie is looked at. A value with any byte that is not visible ASCII (a JWT is
+/// base64url and dots) is present and invalid: never silently treated as absent,
+/// which would let a read go out unheld. The cookie is looked up in every `Cookie`
+/// header (HTTP/2 may split them), `name=value` pairs separated by `;`, with
+/// surrounding white space and one pair of double quotes removed.
 pub fn extract<'a>(
     headers: &'a HeaderMap,
     header: &HeaderName,
     cookie: Option<&str>,
-) -> Option<&'a str> {
-    let from_header = headers
-        .get(header)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()));
-    if from_header.is_some() {
-        return from_header;
+) -> Option<(Carrier, Result<&'a str, TokenError>)> {
+    if let Some(v) = headers.get(header) {
+        let v = v.as_bytes().trim_ascii();
+        if !v.is_empty() {
+            return Some((Carrier::Header, visible(v)));
+        }
     }
-    let name = cookie?;
+    let name = cookie?.as_bytes();
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .find_map(|line| cookie_value(line, name))
+        .find_map(|v| cookie_value(v.as_bytes(), name))
+        .map(|v| (Carrier::Cookie, visible(v)))
+}
+
+fn visible(v: &[u8]) -> Result<&str, TokenError> {
+    if !v.iter().all(u8::is_ascii_graphic) {
+        return Err(TokenError::Malformed("token is not visible ASCII".into()));
+    }
+    // All ASCII: valid UTF-8.
+    std::str::from_utf8(v).map_err(|_| TokenError::Malformed("token is not ASCII".into()))
 }
 
 /// The value of cookie `name` in one `Cookie` header line, if present and non-empty.
-fn cookie_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split(';').find_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        if n.trim() != name {
+fn cookie_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    line.split(|&b| b == b';').find_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (n, v) = (&pair[..eq], &pair[eq + 1..]);
+        if n.trim_ascii() != name {
             return None;
         }
-        let v = v.trim();
+        let v = v.trim_ascii();
         let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
             .unwrap_or(v);
         (!v.is_empty()).then_some(v)
     })
+}
+
+/// The most a `Set-Cookie` value (name, value and attributes) may be: RFC 6265 §6.1
+/// has browsers keep cookies of at least 4,096 bytes counting all three, and larger
+/// ones are dropped silently by some. Counting the attributes too is the strict reading.
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// Why a minted token can't be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("token of {token_bytes} bytes (cookie {cookie_bytes} bytes) is over the {MAX_TOKEN_BYTES}-byte token or {MAX_COOKIE_BYTES}-byte cookie limit")]
+pub struct Oversize {
+    pub token_bytes: usize,
+    pub cookie_bytes: usize,
+}
+
+/// Whether a minted `token` (and its `Set-Cookie` value, when the cookie transport is
+/// on) would be accepted by this gateway and kept by a browser.
+pub fn fits(token: &str, cookie: Option<&HeaderValue>) -> Result<(), Oversize> {
+    let cookie_bytes = cookie.map_or(0, |c| c.len());
+    if token.len() > MAX_TOKEN_BYTES || cookie_bytes > MAX_COOKIE_BYTES {
+        return Err(Oversize {
+            token_bytes: token.len(),
+            cookie_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// A `Set-Cookie` value that deletes cookie `name`: empty value, `Max-Age=0`, and the
+/// attributes [`set_cookie`] gives (a browser matches on name, path and domain).
+pub fn clear_cookie(name: &str, secure: bool) -> HeaderValue {
+    set_cookie(name, "", secure, Duration::ZERO)
 }
 
 /// A `Set-Cookie` value for `token`: `HttpOnly; SameSite=Lax; Path=/; Max-Age=ttl`
@@ -79,6 +131,11 @@ mod tests {
 
     const TOKEN: HeaderName = HeaderName::from_static("consistency-token");
 
+    /// The text of a token that is present and visible ASCII.
+    fn ext<'a>(h: &'a HeaderMap, name: &HeaderName, cookie: Option<&str>) -> Option<&'a str> {
+        extract(h, name, cookie).map(|(_, r)| r.expect("visible ASCII"))
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
@@ -93,7 +150,7 @@ mod tests {
     #[test]
     fn header_wins_over_cookie_and_is_trimmed() {
         let h = headers(&[("consistency-token", "  a.b.c "), ("cookie", "tm=x.y.z")]);
-        assert_eq!(extract(&h, &TOKEN, Some("tm")), Some("a.b.c"));
+        assert_eq!(ext(&h, &TOKEN, Some("tm")), Some("a.b.c"));
     }
 
     #[test]
@@ -102,18 +159,57 @@ mod tests {
             ("consistency-token", "first"),
             ("consistency-token", "second"),
         ]);
-        assert_eq!(extract(&h, &TOKEN, None), Some("first"));
+        assert_eq!(ext(&h, &TOKEN, None), Some("first"));
     }
 
     #[test]
-    fn empty_or_non_ascii_header_falls_back_to_the_cookie() {
+    fn empty_header_falls_back_to_the_cookie() {
         let h = headers(&[("consistency-token", "  "), ("cookie", "tm=x.y.z")]);
-        assert_eq!(extract(&h, &TOKEN, Some("tm")), Some("x.y.z"));
-        let mut h = HeaderMap::new();
-        h.insert(TOKEN, HeaderValue::from_bytes(b"t\xc3\xa9").unwrap());
-        assert_eq!(extract(&h, &TOKEN, None), None);
-        h.insert(COOKIE, HeaderValue::from_static("tm=ok"));
-        assert_eq!(extract(&h, &TOKEN, Some("tm")), Some("ok"));
+        assert_eq!(ext(&h, &TOKEN, Some("tm")), Some("x.y.z"));
+        assert_eq!(
+            extract(&h, &TOKEN, Some("tm")).map(|(c, _)| c),
+            Some(Carrier::Cookie)
+        );
+    }
+
+    #[test]
+    fn a_token_that_is_not_visible_ascii_is_present_and_malformed() {
+        let bad: &[&[u8]] = &[b"\xff\xfe", b"t\xc3\xa9", b"a.b\tc", b"a b"];
+        for raw in bad {
+            let mut h = HeaderMap::new();
+            h.insert(TOKEN, HeaderValue::from_bytes(raw).unwrap());
+            h.insert(COOKIE, HeaderValue::from_static("tm=ok"));
+            let (carrier, got) = extract(&h, &TOKEN, Some("tm")).expect("present");
+            assert_eq!(carrier, Carrier::Header, "{raw:?}");
+            assert!(matches!(got, Err(TokenError::Malformed(_))), "{raw:?}");
+            let mut h = HeaderMap::new();
+            let mut line = b"a=1; tm=".to_vec();
+            line.extend_from_slice(raw);
+            h.insert(COOKIE, HeaderValue::from_bytes(&line).unwrap());
+            let (carrier, got) = extract(&h, &TOKEN, Some("tm")).expect("present");
+            assert_eq!(carrier, Carrier::Cookie, "{raw:?}");
+            assert!(matches!(got, Err(TokenError::Malformed(_))), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn fits_counts_the_token_and_the_whole_cookie() {
+        let token = "a".repeat(MAX_TOKEN_BYTES);
+        assert!(fits(&token, None).is_ok());
+        assert!(fits(&format!("{token}a"), None).is_err());
+        let cookie = set_cookie("tm", &token, false, Duration::from_secs(60));
+        assert!(fits(&token, Some(&cookie)).is_err());
+        let short = "a".repeat(MAX_COOKIE_BYTES - 60);
+        let cookie = set_cookie("tm", &short, false, Duration::from_secs(60));
+        assert!(fits(&short, Some(&cookie)).is_ok());
+    }
+
+    #[test]
+    fn clear_cookie_has_the_same_attributes_and_max_age_zero() {
+        assert_eq!(
+            clear_cookie("tm", true).to_str().unwrap(),
+            "tm=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure"
+        );
     }
 
     #[test]
@@ -133,21 +229,21 @@ mod tests {
         ];
         for (line, want) in cases {
             let h = headers(&[("cookie", line)]);
-            assert_eq!(extract(&h, &TOKEN, Some("tm")), *want, "{line:?}");
+            assert_eq!(ext(&h, &TOKEN, Some("tm")), *want, "{line:?}");
         }
     }
 
     #[test]
     fn cookie_in_a_later_cookie_header_is_found() {
         let h = headers(&[("cookie", "a=1"), ("cookie", "tm=tok")]);
-        assert_eq!(extract(&h, &TOKEN, Some("tm")), Some("tok"));
+        assert_eq!(ext(&h, &TOKEN, Some("tm")), Some("tok"));
     }
 
     #[test]
     fn no_cookie_configured_means_cookies_are_ignored() {
         let h = headers(&[("cookie", "tm=tok")]);
-        assert_eq!(extract(&h, &TOKEN, None), None);
-        assert_eq!(extract(&HeaderMap::new(), &TOKEN, Some("tm")), None);
+        assert_eq!(ext(&h, &TOKEN, None), None);
+        assert_eq!(ext(&HeaderMap::new(), &TOKEN, Some("tm")), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The shared write-through cache: one `SET ... PX` per put, one `MGET` (session and
 //! global entry, same slot) per get.
 //!
-//! Value encoding: `tmc1\n<status>\n<+content-type | ->\n<position text>\n<body>`;
-//! the body is raw bytes (everything after the fourth line break).
+//! Value encoding: `tmc2\n<status>\n<+content-type | ->\n<identity>\n<position
+//! text>\n<body>`; the body is raw bytes (everything after the fifth line break).
+//! Entries of the older `tmc1` form (no identity) decode with an empty identity,
+//! which no request has, so they are never answered (they expire by their TTL).
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use crate::config::CacheScope;
 use crate::position::PositionVector;
 use crate::store::StoreError;
 
-const MAGIC: &[u8] = b"tmc1\n";
+const MAGIC: &[u8] = b"tmc2\n";
+const MAGIC_V1: &[u8] = b"tmc1\n";
 
 /// Encodes an entry for Redis.
 pub(crate) fn encode(entry: &CachedResponse) -> Vec<u8> {
@@ -22,7 +25,10 @@ pub(crate) fn encode(entry: &CachedResponse) -> Vec<u8> {
         Some(ct) => format!("+{ct}"),
         None => "-".to_owned(),
     };
-    let head = format!("{}\n{content_type}\n{}\n", entry.status, entry.position);
+    let head = format!(
+        "{}\n{content_type}\n{}\n{}\n",
+        entry.status, entry.identity, entry.position
+    );
     let mut out = Vec::with_capacity(MAGIC.len() + head.len() + entry.body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(head.as_bytes());
@@ -33,12 +39,23 @@ pub(crate) fn encode(entry: &CachedResponse) -> Vec<u8> {
 /// Decodes what [`encode`] wrote; anything else is a [`StoreError::Decode`].
 pub(crate) fn decode(bytes: &[u8]) -> Result<CachedResponse, StoreError> {
     let bad = |what: &str| StoreError::Decode(format!("cache entry: {what}"));
-    let rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| bad("unknown format"))?;
-    let mut lines = rest.splitn(4, |b| *b == b'\n');
-    let (Some(status), Some(content_type), Some(position), Some(body)) =
-        (lines.next(), lines.next(), lines.next(), lines.next())
+    let (rest, fields) = if let Some(rest) = bytes.strip_prefix(MAGIC) {
+        (rest, 5)
+    } else if let Some(rest) = bytes.strip_prefix(MAGIC_V1) {
+        (rest, 4)
+    } else {
+        return Err(bad("unknown format"));
+    };
+    let mut lines = rest.splitn(fields, |b| *b == b'\n');
+    let (Some(status), Some(content_type)) = (lines.next(), lines.next()) else {
+        return Err(bad("truncated"));
+    };
+    let identity = if fields == 5 {
+        lines.next()
+    } else {
+        Some(&b""[..])
+    };
+    let (Some(identity), Some(position), Some(body)) = (identity, lines.next(), lines.next())
     else {
         return Err(bad("truncated"));
     };
@@ -67,6 +84,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<CachedResponse, StoreError> {
         content_type,
         body: Bytes::copy_from_slice(body),
         position,
+        identity: text(identity)?.to_owned(),
     })
 }
 
@@ -75,6 +93,7 @@ impl Inner {
         &self,
         key: &str,
         sid: &str,
+        identity: &str,
     ) -> Result<Option<CachedResponse>, StoreError> {
         let keys = [
             self.keys.cache_session(key, sid),
@@ -84,11 +103,15 @@ impl Inner {
             let mut conn = self.conn.handle().await?;
             let values: Vec<Option<Vec<u8>>> =
                 redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-            // The session's own entry first, then the global one.
-            match values.into_iter().flatten().next() {
-                Some(bytes) => decode(&bytes).map(Some),
-                None => Ok(None),
+            // The session's own entry first, then the global one; only the caller's
+            // identity's.
+            for bytes in values.into_iter().flatten() {
+                let entry = decode(&bytes)?;
+                if entry.identity == identity {
+                    return Ok(Some(entry));
+                }
             }
+            Ok(None)
         })
         .await
     }
@@ -136,6 +159,7 @@ mod tests {
             } else {
                 PositionVector::parse(position, None).expect("test vector")
             },
+            identity: "id".into(),
         }
     }
 
@@ -155,11 +179,19 @@ mod tests {
     }
 
     #[test]
+    fn older_entries_decode_with_no_identity() {
+        let old = decode(b"tmc1\n200\n-\nusers=1\nbody").expect("decodes");
+        assert_eq!(old.identity, "");
+        assert_eq!(&old.body[..], b"body");
+    }
+
+    #[test]
     fn foreign_or_truncated_values_are_decode_errors() {
         for bad in [
             &b""[..],
             b"hello",
             b"tmc1\n200\n-\n",
+            b"tmc2\n200\n-\nid\n",
             b"tmc1\nabc\n-\n\nbody",
             b"tmc1\n42\n-\n\nbody",
             b"tmc1\n200\ntext/html\n\nbody",

@@ -247,15 +247,18 @@ impl RedisStore {
             .map(drop)
     }
 
-    /// The cached entry for `key` visible to session `sid` (its own, else a global one).
-    /// One round trip. `key` should be non-empty: in a cluster an empty key's session
-    /// and global entries fall in different slots and the read fails (CROSSSLOT).
+    /// The cached entry for `key` visible to session `sid` (its own, else a global one)
+    /// and written by a request of the same `identity` (an entry of another identity
+    /// is never returned). One round trip. `key` should be non-empty: in a cluster an
+    /// empty key's session and global entries fall in different slots and the read
+    /// fails (CROSSSLOT).
     pub async fn cache_get(
         &self,
         key: &str,
         sid: &str,
+        identity: &str,
     ) -> Result<Option<CachedResponse>, StoreError> {
-        self.inner.cache_get(key, sid).await
+        self.inner.cache_get(key, sid, identity).await
     }
 
     /// Stores `entry` under `key` in `scope` (session `sid`, or every session) for

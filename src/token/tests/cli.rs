@@ -41,7 +41,7 @@ fn inspect_describes_a_token() {
     let out = inspect(&token, Some(&ring), now());
     assert!(out.contains("alg=HS256 kid=k1"), "{out}");
     assert!(
-        out.contains("\"users\": 5") && out.contains("\"sid\": \"s1\""),
+        out.contains("vector: users=5 (1 logs, compact `p`)") && out.contains("\"sid\": \"s1\""),
         "{out}"
     );
     assert!(out.contains("exp: 2027-01-15T09:00:00Z (in 1h)"), "{out}");
