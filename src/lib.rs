@@ -4,7 +4,8 @@
 //! - [`config`]: TOML -> raw structs -> validated [`config::Config`] (all errors at once).
 //! - [`position`]: position vectors (parse, format, covers, merge).
 //! - [`route`]: the route table (file order, matchit patterns) and cache-key templates.
-//! - [`token`]: version tokens (JWT), key ring, header/cookie extraction.
+//! - [`token`]: version tokens (JWT, the vector in a compact claim), key ring,
+//!   header/cookie extraction, the size check before handing one out.
 //! - [`checkpoint`]: per-projection checkpoints, the waiter registry, write-time record,
 //!   checkpoint sources (poll here; push in [`admin`], header in the read path).
 //! - [`gate`]: the read decision, a pure function.
@@ -12,7 +13,8 @@
 //!   passthrough path (the gate's I/O: cache lookups, holds, forwarding).
 //! - [`proxy`]: upstream connection pools (per instance, capped), hop-by-hop/forwarded
 //!   headers, forwarding.
-//! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
+//! - [`cache`]: the write-through cache (memory, bounded by entries and bytes; Redis
+//!   in [`store::redis`]); entries bound to the writer's identity hash.
 //! - [`store`]: shared state in Redis.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).

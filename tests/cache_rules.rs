@@ -338,3 +338,47 @@ async fn the_memory_cache_keeps_its_byte_budget() {
         "the oldest went"
     );
 }
+
+/// The new keys are checked with the key and the fix: `vary` items, `statuses`,
+/// templates that could not expand injectively; defaults when absent.
+#[test]
+fn cache_keys_are_validated_with_key_and_fix() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let bad = toml(up, "[cache]\nstatuses = [200, 204, 404]\nmax_bytes = 0")
+        .replace(
+            "cache = {{ key = \"me\" }}"
+                .replace("{{", "{")
+                .replace("}}", "}")
+                .as_str(),
+            "cache = { key = \"me\", vary = [\"cookie\", \"no header\", \"cookie:a;b\"] }",
+        )
+        .replace("key = \"doc:{org}:{id}\"", "key = \"doc:{org}{id}\"")
+        .replace("key = \"r:{rest}\"", "key = \"r%{rest}\"");
+    let err = tidemark::config::Config::from_toml(&bad, None, &[])
+        .expect_err("refused")
+        .to_string();
+    for needle in [
+        "cache.statuses",
+        "204 can't be cached",
+        "404 can't be cached",
+        "cache.max_bytes",
+        "`cookie` as a whole",
+        "`no header` is not a header name",
+        "`a;b` is not a valid cookie name",
+        "side by side",
+        "`%` can't be used",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    let ok = tidemark::config::Config::from_toml(&toml(up, ""), None, &[]).expect("valid");
+    assert_eq!(ok.cache.max_bytes, 64 * 1024 * 1024);
+    assert_eq!(ok.cache.statuses, [200, 201]);
+    let vary = &ok.routes[0].cache.as_ref().unwrap().vary;
+    assert_eq!(
+        vary,
+        &[tidemark::config::CacheVary::Header(
+            axum::http::header::AUTHORIZATION
+        )]
+    );
+}
