@@ -31,10 +31,8 @@ fn bench(c: &mut Criterion) {
         .expect("valid vector");
     let sid = "Zm9vYmFyYmF6cXV4cXV1eA";
 
-    let hs = ring(
-        TokenAlgorithm::Hs256,
-        keygen(TokenAlgorithm::Hs256).into_bytes(),
-    );
+    let hs_secret = keygen(TokenAlgorithm::Hs256);
+    let hs = ring(TokenAlgorithm::Hs256, hs_secret.clone().into_bytes());
     let hs_token = hs.mint(sid, &pos, now);
     c.bench_function("token/verify_hs256_3_logs", |b| {
         b.iter(|| hs.verify(black_box(&hs_token), now).expect("verifies"))
@@ -57,6 +55,41 @@ fn bench(c: &mut Criterion) {
     }
     c.bench_function("token/mint_hs256_128_logs", |b| {
         b.iter(|| hs.mint(black_box(sid), black_box(&wide), now))
+    });
+
+    // The JSON-object form (`pos`) minted before the compact one, signed the way the
+    // old code did (same claim order), for an A/B in one build: mint of both forms,
+    // and verify of old-form tokens (still accepted) against new-form ones.
+    #[derive(serde::Serialize)]
+    struct OldClaims<'a> {
+        iss: &'a str,
+        iat: u64,
+        exp: u64,
+        sid: &'a str,
+        pos: &'a PositionVector,
+    }
+    let old_key = jsonwebtoken::EncodingKey::from_secret(hs_secret.as_bytes());
+    let old_mint = |pos: &PositionVector| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let claims = OldClaims {
+            iss: "tidemark",
+            iat: 1_800_000_000,
+            exp: 1_800_003_600,
+            sid,
+            pos,
+        };
+        jsonwebtoken::encode(&header, &claims, &old_key).expect("signs")
+    };
+    let old_token = old_mint(&pos);
+    c.bench_function("token/verify_hs256_3_logs_json_pos", |b| {
+        b.iter(|| hs.verify(black_box(&old_token), now).expect("verifies"))
+    });
+    c.bench_function("token/mint_hs256_3_logs_json_pos", |b| {
+        b.iter(|| old_mint(black_box(&pos)))
+    });
+    c.bench_function("token/mint_hs256_128_logs_json_pos", |b| {
+        b.iter(|| old_mint(black_box(&wide)))
     });
 
     let ed = ring(

@@ -22,6 +22,17 @@ use crate::position::{valid_log_name, PositionVector};
 
 const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// The value of each byte as a digit of [`DIGITS`], 0xFF for a byte that is not one.
+const VALUES: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[DIGITS[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// The compact form of `pos` (empty for an empty vector).
 pub fn encode(pos: &PositionVector) -> String {
     let mut out = String::with_capacity(pos.len() * 16);
@@ -117,7 +128,10 @@ fn parse_digits(digits: &str) -> Option<u64> {
         return None;
     }
     digits.bytes().try_fold(0u64, |acc, b| {
-        let d = DIGITS.iter().position(|&x| x == b)? as u64;
+        let d = match VALUES[b as usize] {
+            0xFF => return None,
+            d => u64::from(d),
+        };
         acc.checked_mul(64)?.checked_add(d)
     })
 }
