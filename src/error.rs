@@ -189,6 +189,8 @@ impl GatewayError {
         }
         if let Some(after) = self.retry_after() {
             body.insert("retry_after_seconds".into(), json!(retry_secs(after)));
+            // The estimate itself; the header and `retry_after_seconds` round it up.
+            body.insert("retry_after_ms".into(), json!(after.as_millis() as u64));
         }
         Value::Object(body)
     }
@@ -347,5 +349,20 @@ mod tests {
         assert_eq!(body["required"], json!({"users": 10}));
         assert_eq!(body["checkpoint"], json!({"users": 7}));
         assert_eq!(body["retry_after_seconds"], 2);
+        assert_eq!(body["retry_after_ms"], 1500);
+    }
+
+    #[tokio::test]
+    async fn a_fraction_of_a_second_rounds_up_to_one_not_more() {
+        let e = GatewayError::HoldTimeout {
+            projection: "p".into(),
+            required: PositionVector::parse("a=2", None).unwrap(),
+            checkpoint: PositionVector::parse("a=1", None).unwrap(),
+            waited: Duration::from_millis(200),
+            retry_after: Duration::from_millis(300),
+        };
+        let (_, headers, body) = render(e).await;
+        assert_eq!(headers[RETRY_AFTER], "1");
+        assert_eq!(body["retry_after_ms"], 300);
     }
 }

@@ -108,6 +108,28 @@ pub enum ServeError {
     Start(Vec<String>),
 }
 
+/// Builds, without serving, what [`serve`] builds from a validated config and can
+/// fail on (the key ring from its variables and files, the route table, the TLS
+/// files): every error, as [`ServeError::Start`] would list them. `tidemark check`
+/// runs it so that it fails wherever `tidemark run` would.
+pub fn preflight(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    if let Err(e) = token::KeyRing::from_config(&config.token) {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = route::RouteTable::new(&config.routes) {
+        errors.push(gateway::BuildError::Routes(e).to_string());
+    }
+    if let Some(Err(e)) = config.server.tls.as_ref().map(tls::load) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// What [`serve_with`] adds to [`serve`].
 #[derive(Debug, Default, Clone)]
 pub struct ServeOptions {

@@ -6,6 +6,7 @@
 //! nothing downstream re-parses or re-validates.
 
 pub mod env;
+pub mod lint;
 pub mod raw;
 pub mod validate;
 
@@ -70,6 +71,10 @@ pub struct ServerConfig {
     /// 4 KiB token, small enough that a flood of large heads stays cheap. At least
     /// 8192 (hyper's smallest read buffer).
     pub max_header_bytes: usize,
+    /// One line per client request at `info` under the target `tidemark::access`
+    /// (method, path, status, route, source, wait). Default false: an access log is a
+    /// choice (volume, privacy), and when off it costs nothing per request.
+    pub access_log: bool,
     /// `[server.tls]`: TLS (rustls) on the client listener; ALPN `h2`, `http/1.1`.
     /// Default: none (plain HTTP). The admin listener is always plain HTTP.
     pub tls: Option<TlsFiles>,

@@ -76,6 +76,8 @@ pub struct RawServer {
     /// Bytes of a request's head (request line and headers). Default 65536; at
     /// least 8192.
     pub max_header_bytes: Field<usize>,
+    /// One access-log line per client request. Default false.
+    pub access_log: Field<bool>,
     /// `[server.tls]`: TLS on the client listener. Default: none (plain HTTP).
     pub tls: Option<RawTls>,
 }
@@ -329,6 +331,7 @@ pub mod keys {
         "drain_timeout",
         "max_headers",
         "max_header_bytes",
+        "access_log",
         "tls",
     ];
     /// `[server.tls]`

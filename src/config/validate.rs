@@ -166,6 +166,9 @@ fn server(errs: &mut Errors, raw: RawServer) -> ServerConfig {
             64 * 1024,
             8192,
         ),
+        access_log: errs
+            .field("server.access_log", raw.access_log)
+            .unwrap_or(false),
         tls: raw.tls.and_then(|tls| server_tls(errs, tls)),
     }
 }

@@ -178,6 +178,7 @@ pub fn path_pattern(text: &str) -> Result<Vec<String>, Problem> {
             format!("write `/{text}`"),
         ));
     }
+    other_capture_syntax(text)?;
     let names = captures(text)?;
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
@@ -196,6 +197,48 @@ pub fn path_pattern(text: &str) -> Result<Vec<String>, Problem> {
         )
     })?;
     Ok(names)
+}
+
+/// Refuses the capture syntax of other routers (`/items/:id`, `/files/*rest`), which
+/// matchit would take as literal text: a route that never matches what its author
+/// meant. A segment is refused when it starts with `:` or `*` followed by a name.
+fn other_capture_syntax(text: &str) -> Result<(), Problem> {
+    let mut fixed = Vec::new();
+    let mut found = None;
+    for seg in text.split('/') {
+        let mut chars = seg.chars();
+        let sigil = chars.next();
+        let rest = chars.as_str();
+        let named = !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        match sigil {
+            Some(':') if named => {
+                found.get_or_insert(seg);
+                fixed.push(format!("{{{rest}}}"));
+            }
+            Some('*') if named => {
+                found.get_or_insert(seg);
+                fixed.push(format!("{{*{rest}}}"));
+            }
+            _ => fixed.push(seg.to_string()),
+        }
+    }
+    match found {
+        None => Ok(()),
+        Some(seg) => Err(problem(
+            format!(
+                "path `{text}` uses `{seg}`, another router's capture syntax; \
+                 tidemark would match it as literal text"
+            ),
+            format!(
+                "write captures in braces: `{}` (`{{name}}` for one segment, \
+                 `{{*rest}}` for the rest of the path)",
+                fixed.join("/")
+            ),
+        )),
+    }
 }
 
 /// A cache-key template against the route's captures.
@@ -307,6 +350,19 @@ mod tests {
             .0
             .contains("twice"));
         assert!(path_pattern("/a/{}").unwrap_err().0.contains("empty"));
+    }
+
+    #[test]
+    fn other_routers_capture_syntax_is_refused_with_the_braced_form() {
+        let (p, f) = path_pattern("/items/:id").unwrap_err();
+        assert!(p.contains("`:id`"), "{p}");
+        assert!(f.contains("`/items/{id}`"), "{f}");
+        let (p, f) = path_pattern("/orgs/:org/files/*rest").unwrap_err();
+        assert!(p.contains("`:org`"), "{p}");
+        assert!(f.contains("`/orgs/{org}/files/{*rest}`"), "{f}");
+        // A colon inside a segment (`/v1/items:batchGet`) stays literal text.
+        assert!(path_pattern("/v1/items:batch").is_ok());
+        assert!(path_pattern("/a/:").is_ok());
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Gateway {
             .await;
         let held = started.elapsed();
         tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
-        ctx.metrics.read_wait().record(held.as_secs_f64());
+        ctx.metrics.waited(held.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return self.counted(ctx, "", Err(e)),
@@ -306,6 +306,17 @@ impl Gateway {
         action: &'static str,
     ) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
+        ctx.metrics.stats.timed_out();
+        if let Some(due) = self.timeout_log.hit(&ctx.route.name, Instant::now()) {
+            tracing::warn!(
+                route = %ctx.route.name,
+                projection = projection.name(),
+                action,
+                timeouts = due.count,
+                over_s = due.over.as_secs(),
+                "held reads reached max_wait before the projection caught up"
+            );
+        }
         self.recent_timeouts.push(
             &ctx.route.name,
             projection.name(),

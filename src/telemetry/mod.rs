@@ -2,8 +2,11 @@
 //! metrics recorder and the metric families' descriptions, process metrics
 //! ([`process`]) and the ring of recent hold timeouts ([`recent`]).
 
+pub mod access;
 pub mod process;
 pub mod recent;
+pub mod route_stats;
+pub mod throttle;
 
 use std::sync::OnceLock;
 
@@ -14,7 +17,7 @@ pub use recent::{RecentTimeouts, TimeoutEvent};
 /// Histogram buckets (seconds) of `tidemark_read_wait_seconds` and
 /// `tidemark_upstream_duration_seconds`: fine below 10 ms, where fresh reads and quick
 /// releases live, coarse up to the longest sane `max_wait` or upstream timeout.
-const WAIT_BUCKETS: &[f64] = &[
+pub(crate) const WAIT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -25,7 +28,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(WAIT_BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new().set_buckets(&WAIT_BUCKETS).ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
             Some(handle)
@@ -85,6 +88,10 @@ fn describe() {
     describe_counter!(
         "tidemark_upstream_errors_total",
         "Upstream failures, by upstream and kind (connect|timeout|protocol|bad_write_position|bad_checkpoint)."
+    );
+    describe_counter!(
+        "tidemark_unconsumed_positions_total",
+        "Writes whose Write-Position names a log no projection consumes (no read waits for it), by route."
     );
     describe_histogram!(
         "tidemark_upstream_duration_seconds",
