@@ -340,7 +340,7 @@ impl Projection {
                     .rate(i, log as usize, now)
                     .map(|rate| missing as f64 / rate);
                 let lag = state.writes.lag(log as usize, at, now);
-                let by_lag = (!lag.is_zero()).then(|| lag.as_secs_f64());
+                let by_lag = (!lag.is_zero()).then_some(lag.as_secs_f64());
                 let estimate = match (by_rate, by_lag) {
                     (Some(r), Some(l)) => r.min(l),
                     (Some(e), None) | (None, Some(e)) => e,
