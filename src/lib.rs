@@ -1,7 +1,8 @@
 //! tidemark: a read-your-writes consistency gateway.
 //!
 //! Module map (request flow in `../shared/ARCHITECTURE.md`):
-//! - [`config`]: TOML -> raw structs -> validated [`config::Config`] (all errors at once).
+//! - [`config`]: TOML -> raw structs -> validated [`config::Config`] (all errors at once);
+//!   `config::lint`: warnings on a valid config (`tidemark check`, start-up).
 //! - [`position`]: position vectors (parse, format, covers, merge).
 //! - [`route`]: the route table (file order, matchit patterns) and cache-key templates.
 //! - [`token`]: version tokens (JWT), key ring, header/cookie extraction.
@@ -19,7 +20,8 @@
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
 //! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.
-//! - [`telemetry`]: logging, the Prometheus recorder, process metrics, recent timeouts.
+//! - [`telemetry`]: logging (rate-limited lines, the access log), the Prometheus
+//!   recorder, process metrics, recent timeouts, per-route figures for the status page.
 //! - [`demo`]: the example backend behind `tidemark demo`, tests and load tests.
 
 pub mod admin;

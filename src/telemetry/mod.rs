@@ -1,6 +1,8 @@
 //! Logs (tracing, `RUST_LOG` per-module levels, text or JSON lines), the Prometheus
 //! metrics recorder and the metric families' descriptions, process metrics
-//! ([`process`]) and the ring of recent hold timeouts ([`recent`]).
+//! ([`process`]), the ring of recent hold timeouts ([`recent`]), rate-limited log
+//! lines ([`throttle`]), the access log ([`access`]) and the status page's per-route
+//! figures ([`route_stats`]).
 
 pub mod access;
 pub mod process;
