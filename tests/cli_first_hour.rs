@@ -95,6 +95,26 @@ fn check_fails_where_run_would_refuse_a_short_secret() {
 }
 
 #[test]
+fn check_fails_on_tls_files_that_do_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), "/items/{id}", "items");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    let missing = dir.path().join("missing.pem");
+    text = text.replacen(
+        "[upstreams.item-commands]",
+        &format!(
+            "[server.tls]\ncert_file = \"{0}\"\nkey_file = \"{0}\"\n[upstreams.item-commands]",
+            missing.display()
+        ),
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = check(&file, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing.pem"), "{}", stderr(&out));
+}
+
+#[test]
 fn check_refuses_colon_captures_with_the_braced_form() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), "/items/:id", "items");
