@@ -421,7 +421,10 @@ async fn a_repointed_instance_starts_without_a_checkpoint() {
     let moved = Upstream::start("moved").await;
     let gw = FileGateway::start(&config(&commands, &view, "a", ERROR_ON_TIMEOUT), &[]).await;
     let token = write(&gw).await; // users=1
-    assert_eq!(push(&gw, r#"{"users": 1}"#).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = http()
         .get(&gw.url("/a/1"), &[("consistency-token", &token)])
         .await;
@@ -455,7 +458,10 @@ async fn a_repointed_instance_starts_without_a_checkpoint() {
     })
     .await;
     assert!(!held.is_finished());
-    assert_eq!(push(&gw, r#"{"users": 1}"#).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("released by the new server's report")
@@ -466,8 +472,7 @@ async fn a_repointed_instance_starts_without_a_checkpoint() {
 }
 
 #[tokio::test]
-async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_a_push_after_it(
-) {
+async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_a_push_after_it() {
     let (commands, view) = upstreams().await;
     let gw = FileGateway::start(&config(&commands, &view, "a", ERROR_ON_TIMEOUT), &[]).await;
     let held = held_read(&gw).await; // needs users=1
@@ -480,7 +485,10 @@ async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["fresh_projections"], serde_json::json!(["users"]));
 
-    assert_eq!(push(&gw, r#"{"users": 1}"#).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("the held read is released by the push after the reload")
@@ -490,7 +498,10 @@ async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_
 
     // Reads that start after the reload wait on the new projection.
     let token = write(&gw).await; // users=2
-    assert_eq!(push(&gw, r#"{"users": 2}"#).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        push(&gw, r#"{"users": 2}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = http()
         .get(&gw.url("/a/1"), &[("consistency-token", &token)])
         .await;

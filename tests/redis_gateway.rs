@@ -419,7 +419,11 @@ fn recipe_cli(redis: &RedisServer, projection: &str, position: u64) {
 }
 
 /// `projection`'s checkpoint on `log` for instance `default` (`None`: none).
-async fn file_checkpoint(gw: &ops_support::FileGateway, projection: &str, log: &str) -> Option<u64> {
+async fn file_checkpoint(
+    gw: &ops_support::FileGateway,
+    projection: &str,
+    log: &str,
+) -> Option<u64> {
     let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
     p["projections"][projection]["instances"]["default"]["checkpoint"][log].as_u64()
 }
@@ -464,7 +468,11 @@ async fn polled_checkpoints_stay_local_when_redis_comes_back_empty() {
     let gw = ops_support::FileGateway::start(&text, &[]).await;
     file_store_ok(&gw).await;
     let pushed = http()
-        .put_json(&gw.admin_url("/projections/users/checkpoint"), &[], r#"{"users": 3}"#)
+        .put_json(
+            &gw.admin_url("/projections/users/checkpoint"),
+            &[],
+            r#"{"users": 3}"#,
+        )
         .await;
     assert_eq!(pushed.status, http::StatusCode::NO_CONTENT);
     wait_until(DEADLINE, "the poll reports users=7", || async {
@@ -511,9 +519,11 @@ async fn a_reload_reads_a_new_projections_checkpoints_from_redis_at_once() {
     assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["fresh_projections"], serde_json::json!(["orders"]));
     // resync_interval is 1h: only an immediate reload from Redis finds it.
-    wait_until(Duration::from_secs(5), "orders=42 learned from Redis", || async {
-        file_checkpoint(&gw, "orders", "orders").await == Some(42)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "orders=42 learned from Redis",
+        || async { file_checkpoint(&gw, "orders", "orders").await == Some(42) },
+    )
     .await;
 }
 
@@ -560,7 +570,11 @@ async fn redis_updates_for_a_projection_without_the_redis_source_are_ignored() {
 
     // A push is applied locally, and not written through (no gateway reads it there).
     let pushed = http()
-        .put_json(&gw.admin_url("/projections/users/checkpoint"), &[], r#"{"users": 4}"#)
+        .put_json(
+            &gw.admin_url("/projections/users/checkpoint"),
+            &[],
+            r#"{"users": 4}"#,
+        )
         .await;
     assert_eq!(pushed.status, http::StatusCode::NO_CONTENT);
     assert_eq!(file_checkpoint(&gw, "users", "users").await, Some(4));

@@ -133,9 +133,7 @@ impl Registry {
     pub fn listens(&self, projection: &str, source: SourceKind) -> bool {
         match &self.sources {
             None => true,
-            Some(sources) => sources
-                .get(projection)
-                .is_some_and(|s| s.contains(&source)),
+            Some(sources) => sources.get(projection).is_some_and(|s| s.contains(&source)),
         }
     }
 
