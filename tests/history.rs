@@ -516,12 +516,13 @@ async fn run(name: &str, instances: usize, lag: Duration) {
         .collect();
 
     // The faults, one at a time, until the sessions stop.
-    let mut faults = vec![
+    const ALL_FAULTS: [Fault; 4] = [
         Fault::Reload,
         Fault::KillGateway,
         Fault::RestartRedisEmpty,
         Fault::PauseGateway,
     ];
+    let mut faults = ALL_FAULTS;
     faults.shuffle(&mut rng);
     let mut logs_of = [0usize; 2];
     let mut injected = Vec::new();
@@ -530,14 +531,10 @@ async fn run(name: &str, instances: usize, lag: Duration) {
         if Instant::now() + Duration::from_millis(500) >= until {
             break;
         }
-        let fault = faults.get(step).copied().unwrap_or_else(|| {
-            [
-                Fault::Reload,
-                Fault::KillGateway,
-                Fault::RestartRedisEmpty,
-                Fault::PauseGateway,
-            ][rng.gen_range(0..4)]
-        });
+        let fault = faults
+            .get(step)
+            .copied()
+            .unwrap_or_else(|| ALL_FAULTS[rng.gen_range(0..4)]);
         let g = rng.gen_range(0..2usize);
         injected.push(format!("{fault:?}(g{g})"));
         match fault {
