@@ -484,14 +484,18 @@ async fn polled_checkpoints_stay_local_when_redis_comes_back_empty() {
     redis.restart();
     let hash = "tidemark:cp:{users}";
     let fields = || redis.cli(&["HGETALL", hash]);
-    wait_until(DEADLINE, "the pushed checkpoint is republished", || async {
-        fields().lines().any(|l| l.trim() == "3")
+    wait_until(DEADLINE, "the gateway republishes", || async {
+        !fields().trim().is_empty()
     })
     .await;
     let all = fields();
     assert!(
         !all.lines().any(|l| l.trim() == "7"),
         "the polled checkpoint stays local, not in Redis: {all}"
+    );
+    assert!(
+        all.lines().any(|l| l.trim() == "3"),
+        "the pushed checkpoint is republished: {all}"
     );
     assert_eq!(file_checkpoint(&gw, "users", "users").await, Some(7));
 }
@@ -556,6 +560,8 @@ async fn redis_updates_for_a_projection_without_the_redis_source_are_ignored() {
         file_checkpoint(&gw, "orders", "orders").await == Some(9)
     })
     .await;
+    // Published before `orders`, so applied (or ignored) by now.
+    assert_eq!(file_checkpoint(&gw, "users", "users").await, None);
     // A reload re-reads every hash from Redis at once: still ignored.
     let r = http()
         .send(http::Method::POST, &gw.admin_url("/reload"), &[], "")
