@@ -530,3 +530,39 @@ async fn a_push_to_a_projection_without_the_push_source_is_refused_with_409() {
         "{p}"
     );
 }
+
+/// A read service whose every answer carries `Projection-Checkpoint: users=5`.
+async fn reporting_view() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app =
+        axum::Router::new().fallback(|| async { ([("projection-checkpoint", "users=5")], "{}") });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn projection_checkpoint_headers_are_learned_only_with_the_header_source() {
+    let (commands, _) = upstreams().await;
+    let (view_url, _view) = reporting_view().await;
+    for (sources, learned) in [(r#"["push"]"#, None), (r#"["push", "header"]"#, Some(5))] {
+        let unused = Upstream::start("unused").await;
+        let text = config(&commands, &unused, "a", ERROR_ON_TIMEOUT)
+            .replace(
+                "logs = [\"users\"]",
+                &format!("logs = [\"users\"]\nsources = {sources}"),
+            )
+            .replace(&unused.url(), &view_url);
+        let gw = FileGateway::start(&text, &[]).await;
+        let r = http().get(&gw.url("/a/1"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
+        assert_eq!(
+            p["projections"]["users"]["instances"]["default"]["checkpoint"]["users"].as_u64(),
+            learned,
+            "sources = {sources}: {p}"
+        );
+    }
+}
