@@ -484,6 +484,12 @@ async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_
     let r = reload(&gw, &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["fresh_projections"], serde_json::json!(["users"]));
+    // And again: the generation in between serves nothing and is gone; the read held
+    // on the first one must still be fed.
+    gw.write(&changed.replace("\"orders\"]", "\"orders\", \"audit\"]"));
+    let r = reload(&gw, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["fresh_projections"], serde_json::json!(["users"]));
 
     assert_eq!(
         push(&gw, r#"{"users": 1}"#).await.status,
