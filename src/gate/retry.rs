@@ -65,6 +65,9 @@ mod tests {
     use super::*;
 
     fn v(text: &str) -> PositionVector {
+        if text.is_empty() {
+            return PositionVector::new();
+        }
         PositionVector::parse(text, None).unwrap()
     }
 
