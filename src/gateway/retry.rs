@@ -2,6 +2,8 @@
 //! read goes to the instance [`crate::gate::retry::retry_on`] picks (one that can
 //! serve it as the first choice could), if any.
 
+use std::future::Future;
+
 use http::{Request, Response};
 
 use super::Gateway;
@@ -17,17 +19,18 @@ impl Gateway {
     /// Sends a read to instance `i` of `upstream` (answering as `source`; the
     /// instances' checkpoints are `projection`'s, none for a primary), retried once
     /// on another instance when the connection fails. Returns the instance that
-    /// answered.
-    pub(super) async fn send_read(
+    /// answered. Not an `async fn`: the read's future holds the upstream's send
+    /// future only, not a second copy of the request.
+    pub(super) fn send_read<'a>(
         &self,
-        upstream: &Upstream,
+        upstream: &'a Upstream,
         i: usize,
         source: Source,
-        required: &PositionVector,
-        projection: Option<&Projection>,
+        required: &'a PositionVector,
+        projection: Option<&'a Projection>,
         req: Request<Body>,
-    ) -> (usize, Result<Response<Body>, GatewayError>) {
-        let retry = |failed: usize| {
+    ) -> impl Future<Output = (usize, Result<Response<Body>, GatewayError>)> + 'a {
+        let retry = move |failed: usize| {
             let none = PositionVector::new();
             let snapshot = projection.map(|p| p.snapshot());
             let views: Vec<InstanceView<'_>> = (0..upstream.instances.len())
@@ -46,6 +49,6 @@ impl Gateway {
                 tie_break: upstream.next_tie_break(),
             })
         };
-        upstream.send_read(i, req, retry).await
+        upstream.send_read(i, req, retry)
     }
 }

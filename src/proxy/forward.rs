@@ -8,6 +8,7 @@
 //! upstream's `eject_for`: it ranks after every other instance, so it is used only
 //! when every instance is ejected (or it alone can serve a held read).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,29 +196,50 @@ impl Upstream {
     /// timeout), sends it once more to the instance `retry(i)` names, if any. Returns
     /// the instance that answered (or failed last). Both tries share the upstream's
     /// `timeout`. Other requests are sent once, as [`Upstream::send`] does.
-    pub async fn send_read(
-        &self,
+    ///
+    /// Not an `async fn`: the first try's future is made here and holds the request;
+    /// the returned future holds that future, not a second copy of the request.
+    pub fn send_read<'a>(
+        &'a self,
         i: usize,
         req: Request<Body>,
-        retry: impl FnOnce(usize) -> Option<usize>,
-    ) -> (usize, Result<Response<Body>, GatewayError>) {
+        retry: impl FnOnce(usize) -> Option<usize> + 'a,
+    ) -> impl Future<Output = (usize, Result<Response<Body>, GatewayError>)> + 'a {
         let deadline = Instant::now() + self.timeout;
         let retryable = self.instances.len() > 1
             && matches!(*req.method(), Method::GET | Method::HEAD)
             && req.body().is_end_stream();
-        // A copy of the head for the second try (only where one is possible).
+        // A copy of the head for the second try (only where one is possible), boxed
+        // like the second try itself: every read's future stays as small as a
+        // plain send's.
         let copy = retryable.then(|| {
-            let mut copy = Request::new(());
+            let mut copy = Box::new(Request::new(()));
             *copy.method_mut() = req.method().clone();
             *copy.uri_mut() = req.uri().clone();
             *copy.version_mut() = req.version();
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let failed = match self.send_once(i, req, deadline).await {
-            Ok(resp) => return (i, Ok(resp)),
-            Err(failed) => failed,
-        };
+        let first = self.send_once(i, req, deadline);
+        async move {
+            let failed = match first.await {
+                Ok(resp) => return (i, Ok(resp)),
+                Err(failed) => failed,
+            };
+            // Boxed: the rare path stays out of every read's future.
+            Box::pin(self.retry_read(i, failed, copy, retry, deadline)).await
+        }
+    }
+
+    /// The second try of [`Upstream::send_read`], after `failed`.
+    async fn retry_read(
+        &self,
+        i: usize,
+        failed: Failed,
+        copy: Option<Box<Request<()>>>,
+        retry: impl FnOnce(usize) -> Option<usize>,
+        deadline: Instant,
+    ) -> (usize, Result<Response<Body>, GatewayError>) {
         let (Some(copy), true) = (copy, failed.connection_failed) else {
             return (i, Err(failed.into_error()));
         };
@@ -227,13 +249,9 @@ impl Upstream {
         tracing::debug!(upstream = %self.name, from = %self.instances[i].name, to = %self.instances[j].name, "retrying a read on another instance");
         metrics::counter!("tidemark_upstream_retries_total", "upstream" => self.name.clone())
             .increment(1);
-        let req = copy.map(|()| super::empty());
-        (
-            j,
-            self.send_once(j, req, deadline)
-                .await
-                .map_err(Failed::into_error),
-        )
+        let req = (*copy).map(|()| super::empty());
+        let second = self.send_once(j, req, deadline).await;
+        (j, second.map_err(Failed::into_error))
     }
 
     /// One try on instance `i`, bounded by `deadline`: failures are counted, logged
