@@ -42,17 +42,23 @@ pub enum GatewayError {
         waited: Duration,
         retry_after: Duration,
     },
-    #[error("upstream {upstream:?} refused the connection or could not be reached: {source}")]
+    #[error("upstream {upstream:?} (instance {instance:?}) refused the connection or could not be reached: {source}")]
     UpstreamConnect {
         upstream: String,
+        instance: String,
         #[source]
         source: crate::proxy::BoxError,
     },
-    #[error("upstream {upstream:?} sent no response within {after:?}")]
-    UpstreamTimeout { upstream: String, after: Duration },
-    #[error("upstream {upstream:?} failed: {source}")]
+    #[error("upstream {upstream:?} (instance {instance:?}) sent no response within {after:?}")]
+    UpstreamTimeout {
+        upstream: String,
+        instance: String,
+        after: Duration,
+    },
+    #[error("upstream {upstream:?} (instance {instance:?}) failed: {source}")]
     Upstream {
         upstream: String,
+        instance: String,
         #[source]
         source: crate::proxy::BoxError,
     },
@@ -296,6 +302,7 @@ mod tests {
             (
                 GatewayError::UpstreamConnect {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     source: boxed(),
                 },
                 502,
@@ -304,6 +311,7 @@ mod tests {
             (
                 GatewayError::UpstreamTimeout {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     after: Duration::from_secs(1),
                 },
                 504,
@@ -312,6 +320,7 @@ mod tests {
             (
                 GatewayError::Upstream {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     source: boxed(),
                 },
                 502,

@@ -231,6 +231,7 @@ pub async fn serve_with(
         name,
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
         max_headers: config.server.max_headers,
         max_header_bytes: config.server.max_header_bytes,
         drain_timeout: config.server.drain_timeout,

@@ -57,6 +57,7 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
             max_held_reads: max_held,
             max_connections: 10,
             header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
             trusted_hops: 0,
             drain_timeout: Duration::from_secs(1),
             max_headers: 100,

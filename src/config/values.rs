@@ -45,9 +45,17 @@ pub fn name(text: &str) -> Result<(), Problem> {
     }
 }
 
-/// An upstream (or poll) base URL: absolute `http://` with a host; an optional base
-/// path; no query.
+/// A poll base URL: absolute `http://` with a host; an optional base path; no query.
 pub fn http_url(text: &str) -> Result<Uri, Problem> {
+    url(text, false)
+}
+
+/// An upstream instance's base URL: [`http_url`], `https://` accepted too.
+pub fn upstream_url(text: &str) -> Result<Uri, Problem> {
+    url(text, true)
+}
+
+fn url(text: &str, https: bool) -> Result<Uri, Problem> {
     let uri: Uri = text.parse().map_err(|e| {
         problem(
             format!("`{text}` is not a URL ({e})"),
@@ -56,10 +64,11 @@ pub fn http_url(text: &str) -> Result<Uri, Problem> {
     })?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if https => {}
         Some("https") => {
             return Err(problem(
-                format!("`{text}`: https upstreams are not supported yet"),
-                "use `http://` (terminate TLS in a sidecar or keep the hop on a private network)",
+                format!("`{text}`: checkpoint polling over https is not supported"),
+                "use `http://` for poll URLs (upstream instances may use `https://`)",
             ))
         }
         Some(other) => {
@@ -315,7 +324,11 @@ mod tests {
         assert!(http_url("https://a")
             .unwrap_err()
             .0
-            .contains("not supported yet"));
+            .contains("polling over https"));
+        assert_eq!(
+            upstream_url("https://a").unwrap().scheme_str(),
+            Some("https")
+        );
         assert!(http_url("127.0.0.1:7001").is_err());
         assert!(http_url("ftp://a").unwrap_err().0.contains("ftp"));
         assert!(http_url("http://a/?x=1").unwrap_err().0.contains("query"));

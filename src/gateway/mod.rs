@@ -3,6 +3,7 @@
 
 mod passthrough;
 mod read;
+mod retry;
 mod route_metrics;
 mod write;
 
@@ -69,6 +70,12 @@ pub enum BuildError {
     Keys(#[from] crate::token::KeyError),
     #[error("route table: {0:?}")]
     Routes(Vec<crate::route::RouteError>),
+    #[error("upstreams.{upstream}: no TLS client config: {source}")]
+    UpstreamTls {
+        upstream: String,
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
 }
 
 impl Gateway {
@@ -90,8 +97,14 @@ impl Gateway {
         let upstreams = config
             .upstreams
             .values()
-            .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
-            .collect();
+            .map(|u| {
+                let upstream = Upstream::new(u).map_err(|e| BuildError::UpstreamTls {
+                    upstream: u.name.clone(),
+                    source: e,
+                })?;
+                Ok((u.name.clone(), Arc::new(upstream)))
+            })
+            .collect::<Result<_, BuildError>>()?;
         let consumed_logs: BTreeSet<String> = config
             .projections
             .values()
@@ -333,10 +346,15 @@ impl Gateway {
         });
         headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
         headers::strip(&mut parts.headers, &self.upstream_only);
+        let proto = if crate::server::tunnel::ClientConn::is_tls(&parts.extensions) {
+            "https"
+        } else {
+            "http"
+        };
         headers::set_forwarded(
             &mut parts.headers,
             peer.ip(),
-            "http",
+            proto,
             host,
             self.config.server.trusted_hops,
         );

@@ -93,7 +93,10 @@ impl Gateway {
                 let primary = self.upstream(primary)?;
                 self.prepare_request(&mut parts, ctx.peer, false);
                 let i = primary.pick();
-                let result = primary.send(i, Request::from_parts(parts, body)).await;
+                let req = Request::from_parts(parts, body);
+                let (_, result) = self
+                    .send_read(primary, i, Source::Primary, &token_required, None, req)
+                    .await;
                 let resp = self.counted(ctx, Source::Primary.as_str(), result)?;
                 (Source::Primary, resp, None)
             }
@@ -106,7 +109,17 @@ impl Gateway {
                             .insert(self.config.headers.min_position.clone(), v);
                     }
                 }
-                let result = upstream.send(i, Request::from_parts(parts, body)).await;
+                let req = Request::from_parts(parts, body);
+                let (i, result) = self
+                    .send_read(
+                        &upstream,
+                        i,
+                        source,
+                        &token_required,
+                        Some(&projection),
+                        req,
+                    )
+                    .await;
                 let resp = self.counted(ctx, source.as_str(), result)?;
                 self.learn_from_response(ctx, &projection, i, resp.headers());
                 // What the answering instance had applied: the monotonic token's floor.
@@ -356,8 +369,13 @@ impl Gateway {
         {
             Ok(cp) => self.learn_checkpoint(projection, instance, &cp),
             Err(problem) => {
-                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "kind" => "bad_checkpoint").increment(1);
-                tracing::warn!(route = %ctx.route.name, %problem, "unreadable Projection-Checkpoint header ignored");
+                let upstream = self.upstream(&ctx.route.upstream).ok();
+                let name = upstream
+                    .and_then(|u| u.instances.get(instance))
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "instance" => name.clone(), "kind" => "bad_checkpoint").increment(1);
+                tracing::warn!(route = %ctx.route.name, instance = %name, %problem, "unreadable Projection-Checkpoint header ignored");
             }
         }
     }

@@ -52,7 +52,7 @@ fn describe() {
     );
     describe_gauge!(
         "tidemark_upstream_queued_requests",
-        "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream."
+        "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream and instance."
     );
     describe_gauge!(
         "tidemark_held_reads",
@@ -89,7 +89,11 @@ fn describe() {
     );
     describe_counter!(
         "tidemark_upstream_errors_total",
-        "Upstream failures, by upstream and kind (connect|timeout|protocol|bad_write_position|bad_checkpoint)."
+        "Upstream failures, by upstream, instance (all kinds but bad_write_position) and kind (connect|timeout|protocol|bad_write_position|bad_checkpoint)."
+    );
+    describe_counter!(
+        "tidemark_upstream_retries_total",
+        "Reads sent again to another instance after the connection to the first failed, by upstream."
     );
     describe_counter!(
         "tidemark_unconsumed_positions_total",
@@ -98,7 +102,7 @@ fn describe() {
     describe_histogram!(
         "tidemark_upstream_duration_seconds",
         Unit::Seconds,
-        "Time from sending a request to an upstream to its response headers (or failure), by upstream."
+        "Time from sending a request to an upstream to its response headers (or failure), by upstream and instance."
     );
 }
 
