@@ -363,7 +363,7 @@ pub(crate) fn spawn_polls(config: &Config, registry: &Registry, token: &Cancella
             &p.poll,
             registry.get(name),
         ) {
-            checkpoint::poll::spawn(projection.clone(), poll.clone(), token.child_token());
+            checkpoint::sources::poll::spawn(projection.clone(), poll.clone(), token.child_token());
         }
     }
 }
