@@ -5,7 +5,9 @@
 //! The validated types carry parsed values only (durations, URIs, header names), so
 //! nothing downstream re-parses or re-validates.
 
+pub mod databases;
 pub mod env;
+pub mod positions;
 pub mod raw;
 pub mod validate;
 
@@ -25,6 +27,9 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 
+pub use databases::DatabaseConfig;
+pub use positions::{FenceConfig, PositionsConfig, PostgresSourceConfig};
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +47,8 @@ pub struct Config {
     pub projections: BTreeMap<String, ProjectionConfig>,
     /// Routes in file order (the order they match in).
     pub routes: Vec<RouteConfig>,
+    /// `[databases.NAME]`, the `postgres` checkpoint sources and the write fences.
+    pub positions: PositionsConfig,
 }
 
 /// `[server]`
@@ -267,6 +274,7 @@ pub enum SourceKind {
     Redis,
     Header,
     Poll,
+    Postgres,
 }
 
 impl SourceKind {
@@ -276,6 +284,7 @@ impl SourceKind {
             SourceKind::Redis => "redis",
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
+            SourceKind::Postgres => "postgres",
         }
     }
 }

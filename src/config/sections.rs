@@ -55,13 +55,22 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
             "projections" => {
                 for (name, value) in named_tables(value, "projections", errs) {
                     let key = format!("projections.{name}");
-                    if let Some(p) = section(value, &key, |_| keys::PROJECTION, errs) {
+                    if let Some(p) = section(value, &key, projection_keys, errs) {
                         raw.projections.insert(name.clone(), p);
                     }
                     raw.projection_names.push(name);
                 }
             }
             "routes" => raw.routes = routes(value, errs),
+            "databases" => {
+                for (name, value) in named_tables(value, "databases", errs) {
+                    let key = format!("databases.{name}");
+                    if let Some(d) = section(value, &key, |_| super::databases::KEYS, errs) {
+                        raw.databases.insert(name.clone(), d);
+                    }
+                    raw.database_names.push(name);
+                }
+            }
             _ => errors.push(unknown_key(&key, &key, keys::TOP)),
         }
     }
@@ -91,10 +100,18 @@ fn token_keys(parent: &[String]) -> &'static [&'static str] {
 }
 
 fn route_keys(parent: &[String]) -> &'static [&'static str] {
-    if parent.first().is_some_and(|p| p == "cache") {
-        keys::ROUTE_CACHE
+    match parent.first().map(String::as_str) {
+        Some("cache") => keys::ROUTE_CACHE,
+        Some("fence") => super::positions::FENCE_KEYS,
+        _ => keys::ROUTE,
+    }
+}
+
+fn projection_keys(parent: &[String]) -> &'static [&'static str] {
+    if parent.first().is_some_and(|p| p == "postgres") {
+        super::positions::SOURCE_KEYS
     } else {
-        keys::ROUTE
+        keys::PROJECTION
     }
 }
 
