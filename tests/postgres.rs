@@ -9,11 +9,11 @@ mod pg;
 
 #[path = "postgres/app.rs"]
 mod app;
-#[path = "postgres/presets.rs"]
-mod presets;
-#[path = "postgres/ryw.rs"]
-mod ryw;
 #[path = "postgres/faults.rs"]
 mod faults;
 #[path = "postgres/listen.rs"]
 mod listen;
+#[path = "postgres/presets.rs"]
+mod presets;
+#[path = "postgres/ryw.rs"]
+mod ryw;

@@ -238,8 +238,12 @@ fn query(
             if let Some(key) = required {
                 if value.is_empty() {
                     let example = match preset {
-                        Preset::Marten => "`shard = \"User:All\"` (the projection's row in mt_event_progression)",
-                        Preset::Eventuous => "`checkpoint = \"UserView\"` (the subscription id in checkpoints)",
+                        Preset::Marten => {
+                            "`shard = \"User:All\"` (the projection's row in mt_event_progression)"
+                        }
+                        Preset::Eventuous => {
+                            "`checkpoint = \"UserView\"` (the subscription id in checkpoints)"
+                        }
                         _ => "`subscription = \"UserProjector\"` (the name in subscriptions)",
                     };
                     errs.push(
@@ -324,8 +328,13 @@ pub fn sources(
             if !pc.logs.contains(log) && !pc.logs.is_empty() {
                 errs.push(
                     format!("{p}.log"),
-                    format!("the source reports log `{log}`, which the projection does not consume"),
-                    format!("set `log` to one of {:?}, or add `{log}` to `logs`", pc.logs),
+                    format!(
+                        "the source reports log `{log}`, which the projection does not consume"
+                    ),
+                    format!(
+                        "set `log` to one of {:?}, or add `{log}` to `logs`",
+                        pc.logs
+                    ),
                 );
             }
         }
@@ -426,7 +435,8 @@ pub fn fences(
     let mut out = BTreeMap::new();
     for f in raw {
         let p = format!("{}.fence", f.key);
-        let kind = f.kind.as_deref().unwrap_or("read");
+        // A route without a readable `kind` is reported by the route check.
+        let kind = f.kind.as_deref().unwrap_or("write");
         if kind != "write" {
             errs.push(
                 &p,
@@ -485,7 +495,9 @@ pub fn fences(
             errs.push(
                 format!("{p}.log"),
                 format!("the fence reads log `{log}`, which no projection consumes"),
-                format!("set `log` to one of {known_logs:?}, or add `{log}` to a projection's `logs`"),
+                format!(
+                    "set `log` to one of {known_logs:?}, or add `{log}` to a projection's `logs`"
+                ),
             );
             continue;
         }
@@ -514,7 +526,9 @@ pub struct Raw<'a> {
 /// Takes the `postgres` tables and `fence`s out of `raw` (the other checks do not
 /// know them). Route fields are read without recording problems: the route check
 /// reports those.
-pub fn take_raw(raw: &mut super::raw::RawConfig) -> (BTreeMap<String, RawPostgresSource>, Vec<RouteFence>) {
+pub fn take_raw(
+    raw: &mut super::raw::RawConfig,
+) -> (BTreeMap<String, RawPostgresSource>, Vec<RouteFence>) {
     use super::raw::Lenient;
     let valid = |f: &Field<String>| match f {
         Some(Lenient::Valid(v)) => Some(v.clone()),
@@ -568,3 +582,6 @@ pub fn check(
         fences,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -290,7 +290,8 @@ impl Gateway {
             }
         }
         metrics::counter!("tidemark_fence_fallbacks_total", "route" => route).increment(1);
-        let until = crate::gateway::fence::unix_now() + fence.fallback().as_secs_f64().ceil() as u64;
+        let until =
+            crate::gateway::fence::unix_now() + fence.fallback().as_secs_f64().ceil() as u64;
         (None, Some((fence.log().to_string(), until)))
     }
 }

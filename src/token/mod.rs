@@ -55,8 +55,11 @@ pub struct Claims {
 impl Claims {
     /// Whether any of `logs` is marked for the primary at `now_secs`.
     pub fn pinned<S: AsRef<str>>(&self, logs: &[S], now_secs: u64) -> bool {
-        logs.iter()
-            .any(|l| self.pri.get(l.as_ref()).is_some_and(|&until| until > now_secs))
+        logs.iter().any(|l| {
+            self.pri
+                .get(l.as_ref())
+                .is_some_and(|&until| until > now_secs)
+        })
     }
 }
 

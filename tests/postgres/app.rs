@@ -124,7 +124,7 @@ impl App {
             .route(
                 "/users/{id}",
                 axum::routing::put(
-                    |State(db): State<Arc<Db>>, Path(id): Path<String>, body: String| async move {
+                    move |State(db): State<Arc<Db>>, Path(id): Path<String>, body: String| async move {
                         // One append at a time: the log's order is its commit order.
                         let mut client = db.client.lock().await;
                         let result = match client.as_ref() {
@@ -165,21 +165,23 @@ async fn lookup(url: &str, sql: &'static str) -> Router {
     Router::new()
         .route(
             "/users/{id}",
-            get(move |State(db): State<Arc<Db>>, Path(id): Path<String>| async move {
-                let mut client = db.client.lock().await;
-                let result = match client.as_ref() {
-                    Some(c) if !c.is_closed() => c.query_opt(sql, &[&id]).await,
-                    _ => {
-                        *client = try_connect(&db.url).await;
-                        return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+            get(
+                move |State(db): State<Arc<Db>>, Path(id): Path<String>| async move {
+                    let mut client = db.client.lock().await;
+                    let result = match client.as_ref() {
+                        Some(c) if !c.is_closed() => c.query_opt(sql, &[&id]).await,
+                        _ => {
+                            *client = try_connect(&db.url).await;
+                            return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+                        }
+                    };
+                    match result {
+                        Ok(Some(row)) => (StatusCode::OK, row.get::<_, String>(0)),
+                        Ok(None) => (StatusCode::NOT_FOUND, String::new()),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     }
-                };
-                match result {
-                    Ok(Some(row)) => (StatusCode::OK, row.get::<_, String>(0)),
-                    Ok(None) => (StatusCode::NOT_FOUND, String::new()),
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                }
-            }),
+                },
+            ),
         )
         .with_state(db)
 }
@@ -230,8 +232,12 @@ async fn project_loop(url: String, layout: Layout, stop: CancellationToken) {
             db = try_connect(&url).await;
         }
         let Some(db) = db.as_mut() else { continue };
-        let Ok(tx) = db.transaction().await else { continue };
-        let Ok(rows) = tx.query(layout.since, &[&last]).await else { continue };
+        let Ok(tx) = db.transaction().await else {
+            continue;
+        };
+        let Ok(rows) = tx.query(layout.since, &[&last]).await else {
+            continue;
+        };
         let mut next = last;
         let mut ok = true;
         for row in &rows {

@@ -30,6 +30,7 @@ upstream = "commands"
 fence = {{ database = "app", {fence} }}
 [[routes]]
 name = "read"
+kind = "read"
 path = "/users/{{id}}"
 upstream = "view"
 projection = "users"
@@ -45,16 +46,24 @@ async fn read_both(config: &Config) -> (String, String) {
     let fence = &config.positions.fences["write"];
     let cp = rows::positions(&db.query(&source.sql).await.expect("checkpoint query"))
         .expect("checkpoint rows");
-    let head = rows::positions(&db.query(&fence.sql).await.expect("fence query"))
-        .expect("fence rows");
+    let head =
+        rows::positions(&db.query(&fence.sql).await.expect("fence query")).expect("fence rows");
     (cp.to_string(), head.to_string())
 }
 
-async fn framework(layout: Layout, projection: &str, fence: &str, events: usize) -> (String, String) {
+async fn framework(
+    layout: Layout,
+    projection: &str,
+    fence: &str,
+    events: usize,
+) -> (String, String) {
     let pg = Postgres::start();
     let admin = app::connect(&pg.url()).await;
     admin
-        .batch_execute(&format!("{}\nCREATE TABLE users (id text PRIMARY KEY, name text NOT NULL);", layout.setup))
+        .batch_execute(&format!(
+            "{}\nCREATE TABLE users (id text PRIMARY KEY, name text NOT NULL);",
+            layout.setup
+        ))
         .await
         .expect("layout");
     let config = config(&pg.url(), projection, fence);
@@ -112,7 +121,10 @@ async fn commanded_reads_the_subscription_and_the_all_stream_version() {
 async fn a_fresh_marten_sequence_and_a_missing_shard_read_as_nothing_yet() {
     let pg = Postgres::start();
     let admin = app::connect(&pg.url()).await;
-    admin.batch_execute(app::MARTEN.setup).await.expect("layout");
+    admin
+        .batch_execute(app::MARTEN.setup)
+        .await
+        .expect("layout");
     let config = config(
         &pg.url(),
         "preset = \"marten\"\nshard = \"User:All\"",
@@ -128,11 +140,25 @@ async fn replica_lsn_and_primary_lsn_meet_once_the_standby_replayed() {
     let primary = Postgres::start();
     let standby = primary.standby(std::time::Duration::ZERO);
     primary.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    let fence_cfg = config(&primary.url(), "preset = \"replica-lsn\"", "preset = \"primary-lsn\"");
-    let source_cfg = config(&standby.url(), "preset = \"replica-lsn\"", "preset = \"primary-lsn\"");
+    let fence_cfg = config(
+        &primary.url(),
+        "preset = \"replica-lsn\"",
+        "preset = \"primary-lsn\"",
+    );
+    let source_cfg = config(
+        &standby.url(),
+        "preset = \"replica-lsn\"",
+        "preset = \"primary-lsn\"",
+    );
     let primary_db = Database::new(fence_cfg.positions.databases["app"].clone());
     let standby_db = Database::new(source_cfg.positions.databases["app"].clone());
-    let head = rows::positions(&primary_db.query(&fence_cfg.positions.fences["write"].sql).await.unwrap()).unwrap();
+    let head = rows::positions(
+        &primary_db
+            .query(&fence_cfg.positions.fences["write"].sql)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let expected = primary.psql("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint");
     let head_wal = head.get("wal").expect("wal");
     assert!(head_wal > 0);
@@ -144,7 +170,10 @@ async fn replica_lsn_and_primary_lsn_meet_once_the_standby_replayed() {
         if cp.get("wal").is_some_and(|replayed| replayed >= head_wal) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "standby never replayed {head_wal}: {cp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby never replayed {head_wal}: {cp}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // On the primary, the replay LSN is NULL: no checkpoint, not 0.

@@ -54,6 +54,7 @@ upstream = "commands"
 fence = {{ database = "head", {fence} }}
 [[routes]]
 name = "read-user"
+kind = "read"
 path = "/users/{{id}}"
 upstream = "view"
 projection = "users"
@@ -108,7 +109,12 @@ pub async fn run_pairs_n(
                     .map(|t| vec![("consistency-token", t)])
                     .unwrap_or_default();
                 let w = http
-                    .send(Method::PUT, &format!("http://{write_base}/users/{id}"), &headers, value.clone())
+                    .send(
+                        Method::PUT,
+                        &format!("http://{write_base}/users/{id}"),
+                        &headers,
+                        value.clone(),
+                    )
                     .await;
                 if !w.status.is_success() {
                     out.failed_writes += 1;
@@ -158,7 +164,10 @@ async fn read_your_writes(layout: Layout, source: &str, fence: &str) {
     assert_eq!(through.failed_writes, 0);
     assert_eq!(through.failed_reads, 0, "{through:?}");
     assert_eq!(through.pairs, CLIENTS * PAIRS_PER_CLIENT);
-    assert_eq!(through.stale, 0, "stale reads through the gateway: {through:?}");
+    assert_eq!(
+        through.stale, 0,
+        "stale reads through the gateway: {through:?}"
+    );
     assert!(
         direct.stale * 2 > direct.pairs,
         "straight to the services most reads should be stale: {direct:?}"
@@ -228,7 +237,10 @@ async fn replica_reads_wait_for_the_standby_to_replay_the_write() {
     let direct = run_pairs("direct", app.commands, app.view).await;
     let through = run_pairs("gw", gw.proxy, gw.proxy).await;
     assert_eq!(through.failed_writes, 0);
-    assert_eq!(through.stale, 0, "stale reads through the gateway: {through:?}");
+    assert_eq!(
+        through.stale, 0,
+        "stale reads through the gateway: {through:?}"
+    );
     assert!(direct.stale * 2 > direct.pairs, "{direct:?}");
     gw.stop().await;
 }
