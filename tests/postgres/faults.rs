@@ -64,7 +64,7 @@ async fn a_fence_that_times_out_sends_the_sessions_reads_to_the_primary() {
     let pg = Postgres::start();
     let app = App::start(&pg.url(), app::MARTEN).await;
     // The fence's database answers after 300ms; its query_timeout is 50ms.
-    let slow = "query = \"SELECT 'events'::text, last_value FROM public.mt_events_sequence, pg_sleep(0.3)\", fallback = \"2s\"";
+    let slow = "query = \"SELECT 'events'::text, last_value FROM public.mt_events_sequence, pg_sleep(0.3)\", log = \"events\", fallback = \"2s\"";
     let toml = gateway_toml(
         &app,
         &pg.url(),
