@@ -529,7 +529,8 @@ mod tests {
                 prop_assert!(decision != Hold);
             }
             if pinned && level == Session {
-                prop_assert!(!matches!(decision, Forward { source: Source::Projection, .. } | AnswerFromCache));
+                let trusted = matches!(decision, Forward { source: Source::Projection, .. } | AnswerFromCache);
+                prop_assert!(!trusted, "a pinned read was answered from the projection or cache");
             }
         }
     }
