@@ -196,59 +196,6 @@ fn encode_component(text: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(admin: &str, instance: Option<&str>) -> CheckpointPush {
-        CheckpointPush {
-            admin: admin.to_owned(),
-            projection: "user view".to_owned(),
-            instance: instance.map(str::to_owned),
-            token: None,
-            position: "users=1".to_owned(),
-        }
-    }
-
-    #[test]
-    fn url_names_the_projection_and_instance_encoded() {
-        let url = push_url(&request("http://127.0.0.1:9090/", Some("a&b"))).unwrap();
-        assert_eq!(
-            url.to_string(),
-            "http://127.0.0.1:9090/projections/user%20view/checkpoint?instance=a%26b"
-        );
-        let bare = push_url(&request("127.0.0.1:9090", None)).unwrap();
-        assert_eq!(
-            bare.to_string(),
-            "http://127.0.0.1:9090/projections/user%20view/checkpoint"
-        );
-    }
-
-    #[test]
-    fn unusable_admin_urls_are_refused() {
-        for admin in ["https://gw:9090", "http://", "http://a b"] {
-            assert!(
-                matches!(
-                    push_url(&request(admin, None)),
-                    Err(PushError::BadAdminUrl { .. })
-                ),
-                "{admin}"
-            );
-        }
-    }
-
-    #[test]
-    fn detail_comes_from_problem_json_or_the_text() {
-        assert_eq!(
-            detail(br#"{"title":"Bad","detail":"no such log"}"#),
-            "no such log"
-        );
-        assert_eq!(detail(b"plain words\n"), "plain words");
-        assert_eq!(detail(b""), "(no detail)");
-        assert!(detail(&[b'x'; 2000]).ends_with("..."));
-    }
-}
-
 /// `tidemark checkpoint show`: runs every `postgres` checkpoint source and every
 /// write fence of `config` once and describes what each read, so an operator sees
 /// the wiring before going live. Returns the report and whether every read worked.
@@ -316,4 +263,57 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(admin: &str, instance: Option<&str>) -> CheckpointPush {
+        CheckpointPush {
+            admin: admin.to_owned(),
+            projection: "user view".to_owned(),
+            instance: instance.map(str::to_owned),
+            token: None,
+            position: "users=1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn url_names_the_projection_and_instance_encoded() {
+        let url = push_url(&request("http://127.0.0.1:9090/", Some("a&b"))).unwrap();
+        assert_eq!(
+            url.to_string(),
+            "http://127.0.0.1:9090/projections/user%20view/checkpoint?instance=a%26b"
+        );
+        let bare = push_url(&request("127.0.0.1:9090", None)).unwrap();
+        assert_eq!(
+            bare.to_string(),
+            "http://127.0.0.1:9090/projections/user%20view/checkpoint"
+        );
+    }
+
+    #[test]
+    fn unusable_admin_urls_are_refused() {
+        for admin in ["https://gw:9090", "http://", "http://a b"] {
+            assert!(
+                matches!(
+                    push_url(&request(admin, None)),
+                    Err(PushError::BadAdminUrl { .. })
+                ),
+                "{admin}"
+            );
+        }
+    }
+
+    #[test]
+    fn detail_comes_from_problem_json_or_the_text() {
+        assert_eq!(
+            detail(br#"{"title":"Bad","detail":"no such log"}"#),
+            "no such log"
+        );
+        assert_eq!(detail(b"plain words\n"), "plain words");
+        assert_eq!(detail(b""), "(no detail)");
+        assert!(detail(&[b'x'; 2000]).ends_with("..."));
+    }
 }

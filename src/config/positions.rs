@@ -462,7 +462,7 @@ pub fn fences(
         };
         let q = query(errs, fields, Use::Fence);
         let database = match database {
-            Some(db) if databases.iter().any(|d| *d == db) => Some(db),
+            Some(db) if databases.contains(&db) => Some(db),
             Some(db) => {
                 errs.push(
                     format!("{p}.database"),
