@@ -8,7 +8,8 @@
 //! - [`token`]: version tokens (JWT, the vector in a compact claim), key ring,
 //!   header/cookie extraction, the size check before handing one out.
 //! - [`checkpoint`]: per-projection checkpoints, the waiter registry, write-time record,
-//!   checkpoint sources (poll here; push in [`admin`], header in the read path).
+//!   checkpoint sources (`checkpoint::sources`: poll, postgres; push in [`admin`],
+//!   header in the read path, redis in [`store`]).
 //! - [`gate`]: the read decision, a pure function.
 //! - [`gateway`]: request handling: route match, token, then the read, write or
 //!   passthrough path (the gate's I/O: cache lookups, holds, forwarding).
@@ -17,8 +18,10 @@
 //! - [`cache`]: the write-through cache (memory, bounded by entries and bytes; Redis
 //!   in [`store::redis`]); entries bound to the writer's identity hash.
 //! - [`store`]: shared state in Redis.
+//! - [`database`]: PostgreSQL pools (`[databases.NAME]`) for the `postgres` source and fences.
 //! - [`admin`]: the admin listener.
-//! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
+//! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API) and
+//!   `checkpoint show` (runs every postgres source and fence once).
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
 //! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.
@@ -31,6 +34,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod cli_checkpoint;
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod error;
 pub mod gate;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::cache::Cache;
 use crate::checkpoint::{self, Registry, RegistrySink};
-use crate::config::{Config, SourceKind};
+use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::position::PositionVector;
 use crate::store::redis::{CheckpointSink, RedisStore};
@@ -172,7 +172,7 @@ impl Reloader {
         template.reload = handle;
         template.gateway = gateway.clone();
         let polls = shutdown.child_token();
-        spawn_polls(&gateway.config, &registry, &polls);
+        spawn_polls(&gateway, &registry, &polls);
         let reloader = Reloader {
             source,
             live: Arc::new(ArcSwap::from_pointee(Live::new(gateway, &template))),
@@ -271,7 +271,7 @@ impl Reloader {
         self.registry.store(registry.clone());
         self.polls.cancel();
         self.polls = self.shutdown.child_token();
-        spawn_polls(&gateway.config, &registry, &self.polls);
+        spawn_polls(&gateway, &registry, &self.polls);
         if let Some(store) = &self.store {
             // New, changed or newly `redis`-fed projections learn Redis's checkpoints
             // now, not at the next `resync_interval`.
@@ -375,17 +375,10 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     ignored
 }
 
-/// Starts the `poll` source of each projection that has one, until `token`.
-pub(crate) fn spawn_polls(config: &Config, registry: &Registry, token: &CancellationToken) {
-    for (name, p) in &config.projections {
-        if let (true, Some(poll), Some(projection)) = (
-            p.sources.contains(&SourceKind::Poll),
-            &p.poll,
-            registry.get(name),
-        ) {
-            checkpoint::poll::spawn(projection.clone(), poll.clone(), token.child_token());
-        }
-    }
+/// Starts the checkpoint sources that run on their own (`poll`, `postgres`), until
+/// `token`.
+pub(crate) fn spawn_polls(gateway: &Gateway, registry: &Registry, token: &CancellationToken) {
+    checkpoint::sources::spawn_all(&gateway.config, registry, &gateway.databases, token);
 }
 
 /// The Redis store's sink: always the current registry.

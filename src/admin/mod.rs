@@ -64,14 +64,26 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         Some(r) if r.healthy() => "ok",
         Some(_) => "degraded",
     };
+    let mut body = json!({"status": "ready", "store": store});
+    // Each `[databases.NAME]`: `idle` (not queried yet), `ok` or `degraded`.
+    if !s.gateway.databases.is_empty() {
+        let dbs: serde_json::Map<String, serde_json::Value> = s
+            .gateway
+            .databases
+            .iter()
+            .map(|(name, db)| (name.clone(), db.health().as_str().into()))
+            .collect();
+        body["databases"] = dbs.into();
+    }
     if s.shutdown.is_cancelled() {
-        let body = json!({"status": "shutting_down", "store": store});
+        body["status"] = "shutting_down".into();
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    // A degraded Redis does not make the gateway unready: it still serves (reads from
-    // its local checkpoints, writes without the shared cache), and every gateway shares
-    // the same Redis, so failing readiness would take the whole fleet out at once.
-    Json(json!({"status": "ready", "store": store})).into_response()
+    // A degraded Redis or database does not make the gateway unready: it still serves
+    // (reads from its local checkpoints, writes without the shared cache or a fence),
+    // and every gateway shares them, so failing readiness would take the whole fleet
+    // out at once.
+    Json(body).into_response()
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {

@@ -7,13 +7,13 @@
 //! - [`waiters`]: the waiter index that wakes only the reads an advance satisfies.
 //! - [`writes`]: the bounded write-time record behind lags and staleness budgets.
 //! - [`rate`]: catch-up rates behind [`Projection::eta`].
-//! - [`poll`]: the `poll` checkpoint source.
+//! - [`sources`]: the checkpoint sources that run on their own (`poll`, ...).
 
-pub mod poll;
 pub mod projection;
 pub mod rate;
 pub mod registry;
 pub mod sink;
+pub mod sources;
 pub mod waiters;
 pub mod writes;
 

@@ -103,6 +103,7 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
             })
             .collect(),
         routes: vec![],
+        positions: Default::default(),
     }
 }
 

@@ -5,8 +5,10 @@
 //! The validated types carry parsed values only (durations, URIs, header names), so
 //! nothing downstream re-parses or re-validates.
 
+pub mod databases;
 pub mod env;
 pub mod lint;
+pub mod positions;
 pub mod raw;
 pub mod validate;
 
@@ -26,6 +28,9 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 
+pub use databases::DatabaseConfig;
+pub use positions::{FenceConfig, PositionsConfig, PostgresSourceConfig};
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +48,8 @@ pub struct Config {
     pub projections: BTreeMap<String, ProjectionConfig>,
     /// Routes in file order (the order they match in).
     pub routes: Vec<RouteConfig>,
+    /// `[databases.NAME]`, the `postgres` checkpoint sources and the write fences.
+    pub positions: PositionsConfig,
 }
 
 /// `[server]`
@@ -296,6 +303,7 @@ pub enum SourceKind {
     Redis,
     Header,
     Poll,
+    Postgres,
 }
 
 impl SourceKind {
@@ -305,6 +313,7 @@ impl SourceKind {
             SourceKind::Redis => "redis",
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
+            SourceKind::Postgres => "postgres",
         }
     }
 }

@@ -242,6 +242,8 @@ pub struct RawProjection {
     pub poll_interval: Field<String>,
     /// Duration. Default `500ms`.
     pub poll_timeout: Field<String>,
+    /// `[projections.NAME.postgres]`: the `postgres` source.
+    pub postgres: Option<super::positions::RawPostgresSource>,
 }
 
 /// `[[routes]]`
@@ -273,6 +275,8 @@ pub struct RawRoute {
     pub monotonic: Field<bool>,
     /// Read and write routes: the write-through cache.
     pub cache: Option<RawRouteCache>,
+    /// Write routes: `fence = { database, preset | query }`.
+    pub fence: Option<super::positions::RawFence>,
 }
 
 /// A route's `cache = { key, ttl, scope }`.
@@ -317,6 +321,10 @@ pub struct RawConfig {
     pub projection_names: Vec<String>,
     /// Routes in file order; `None` for a route that is not a table.
     pub routes: Vec<Option<RawRoute>>,
+    /// `[databases.NAME]` that deserialized, by name.
+    pub databases: BTreeMap<String, super::databases::RawDatabase>,
+    /// Every database name in the file, readable or not.
+    pub database_names: Vec<String>,
 }
 
 /// Known keys of each table, for "did you mean" suggestions. A unit test checks them
@@ -333,6 +341,7 @@ pub mod keys {
         "upstreams",
         "projections",
         "routes",
+        "databases",
     ];
     /// `[server]`
     pub const SERVER: &[&str] = &[
@@ -426,6 +435,7 @@ pub mod keys {
         "poll_urls",
         "poll_interval",
         "poll_timeout",
+        "postgres",
     ];
     /// `[[routes]]`
     pub const ROUTE: &[&str] = &[
@@ -442,6 +452,7 @@ pub mod keys {
         "staleness_budget",
         "monotonic",
         "cache",
+        "fence",
     ];
     /// A route's `cache = {...}`.
     pub const ROUTE_CACHE: &[&str] = &["key", "ttl", "scope", "vary"];

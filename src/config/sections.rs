@@ -55,13 +55,22 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
             "projections" => {
                 for (name, value) in named_tables(value, "projections", errs) {
                     let key = format!("projections.{name}");
-                    if let Some(p) = section(value, &key, |_| keys::PROJECTION, errs) {
+                    if let Some(p) = section(value, &key, projection_keys, errs) {
                         raw.projections.insert(name.clone(), p);
                     }
                     raw.projection_names.push(name);
                 }
             }
             "routes" => raw.routes = routes(value, errs),
+            "databases" => {
+                for (name, value) in named_tables(value, "databases", errs) {
+                    let key = format!("databases.{name}");
+                    if let Some(d) = section(value, &key, |_| super::databases::KEYS, errs) {
+                        raw.databases.insert(name.clone(), d);
+                    }
+                    raw.database_names.push(name);
+                }
+            }
             _ => errors.push(unknown_key(&key, &key, keys::TOP)),
         }
     }
@@ -91,10 +100,18 @@ fn token_keys(parent: &[String]) -> &'static [&'static str] {
 }
 
 fn route_keys(parent: &[String]) -> &'static [&'static str] {
-    if parent.first().is_some_and(|p| p == "cache") {
-        keys::ROUTE_CACHE
+    match parent.first().map(String::as_str) {
+        Some("cache") => keys::ROUTE_CACHE,
+        Some("fence") => super::positions::FENCE_KEYS,
+        _ => keys::ROUTE,
+    }
+}
+
+fn projection_keys(parent: &[String]) -> &'static [&'static str] {
+    if parent.first().is_some_and(|p| p == "postgres") {
+        super::positions::SOURCE_KEYS
     } else {
-        keys::ROUTE
+        keys::PROJECTION
     }
 }
 
@@ -342,14 +359,15 @@ mod tests {
     fn known_key_lists_match_the_structs() {
         fn all(keys: &[&str]) -> String {
             keys.iter()
-                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls"))
+                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls" | "postgres" | "fence"))
                 .map(|k| format!("{k} = 0\n"))
                 .collect()
         }
         let text = format!(
             "[server]\n{}[server.tls]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
-             [upstreams.u]\n{}[projections.p]\n{}[token]\n{}[[token.verify_keys]]\n{}\
-             [[routes]]\n{}[routes.cache]\n{}",
+             [upstreams.u]\n{}[projections.p]\n{}[projections.p.postgres]\n{}[token]\n{}\
+             [[token.verify_keys]]\n{}[databases.d]\n{}\
+             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}",
             all(keys::SERVER),
             all(keys::SERVER_TLS),
             all(keys::HEADERS),
@@ -358,15 +376,21 @@ mod tests {
             all(keys::CACHE),
             all(keys::UPSTREAM),
             all(keys::PROJECTION),
+            all(super::super::positions::SOURCE_KEYS),
             all(keys::TOKEN),
             all(keys::VERIFY_KEY),
+            all(super::super::databases::KEYS),
             all(keys::ROUTE),
             all(keys::ROUTE_CACHE),
+            all(super::super::positions::FENCE_KEYS),
         );
         let (raw, errors) = read(&text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(raw.routes.len(), 1);
         assert!(raw.routes[0].as_ref().unwrap().cache.is_some());
+        assert!(raw.routes[0].as_ref().unwrap().fence.is_some());
+        assert!(raw.projections["p"].postgres.is_some());
+        assert!(raw.databases.contains_key("d"));
         assert_eq!(raw.token.verify_keys.len(), 1);
     }
 

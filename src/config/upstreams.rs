@@ -177,13 +177,14 @@ fn instance_url(errs: &mut Errors, key: &str, text: &str) -> Option<http::Uri> {
         .ok()
 }
 
-/// `push` | `redis` | `header` | `poll`.
+/// `push` | `redis` | `header` | `poll` | `postgres`.
 pub fn parse_source(text: &str) -> Option<SourceKind> {
     match text {
         "push" => Some(SourceKind::Push),
         "redis" => Some(SourceKind::Redis),
         "header" => Some(SourceKind::Header),
         "poll" => Some(SourceKind::Poll),
+        "postgres" => Some(SourceKind::Postgres),
         _ => None,
     }
 }
@@ -260,7 +261,7 @@ fn projection(
         errs.push(
             &src_key,
             "no checkpoint source",
-            "list at least one of `push`, `redis`, `header`, `poll`",
+            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`",
         );
     }
     for (i, text) in texts.iter().enumerate() {
@@ -268,7 +269,7 @@ fn projection(
             None => errs.push(
                 format!("{src_key}[{i}]"),
                 format!("unknown source `{text}`"),
-                "use `push`, `redis`, `header` or `poll`",
+                "use `push`, `redis`, `header`, `poll` or `postgres`",
             ),
             Some(s) if sources.contains(&s) => errs.push(
                 format!("{src_key}[{i}]"),

@@ -15,7 +15,7 @@ use http::HeaderName;
 
 pub use super::collect::Errors;
 use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
-use super::{env, routes, sections, token_section, upstreams, values};
+use super::{databases, env, positions, routes, sections, token_section, upstreams, values};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
     RedisTarget, ServerConfig, StoreConfig, TlsFiles,
@@ -37,8 +37,9 @@ pub fn from_toml(
         }
     };
     let mut errs = Errors(env::apply_overrides(&mut doc, env));
-    let (raw, section_errors) = sections::read_sections(doc);
+    let (mut raw, section_errors) = sections::read_sections(doc);
     errs.0.extend(section_errors);
+    let (raw_sources, raw_fences) = positions::take_raw(&mut raw);
 
     let server = server(&mut errs, raw.server);
     let headers = headers(&mut errs, raw.headers);
@@ -48,6 +49,7 @@ pub fn from_toml(
     let cache = cache(&mut errs, raw.cache);
     let upstreams = upstreams::upstreams(&mut errs, raw.upstreams);
     let redis = matches!(store, StoreConfig::Redis(_));
+    let databases = databases::databases(&mut errs, std::mem::take(&mut raw.databases), env);
     let projections = upstreams::projections(&mut errs, raw.projections, redis);
     let names = routes::Names {
         upstreams: &raw.upstream_names,
@@ -55,6 +57,17 @@ pub fn from_toml(
     };
     let (routes, projections) =
         routes::routes(&mut errs, raw.routes, &names, &upstreams, projections);
+    let positions = positions::check(
+        &mut errs,
+        positions::Raw {
+            sources: raw_sources,
+            fences: raw_fences,
+            database_names: &raw.database_names,
+        },
+        databases,
+        &projections,
+        &routes,
+    );
 
     if !errs.0.is_empty() {
         env::mark_overridden(&mut errs.0, env);
@@ -74,6 +87,7 @@ pub fn from_toml(
         upstreams,
         projections,
         routes,
+        positions,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Request handling: route match, token verification, then the write, read or
 //! passthrough path. Built once from a validated config; shared by every connection.
 
+pub mod fence;
 mod passthrough;
 mod read;
 mod retry;
@@ -42,6 +43,10 @@ pub struct Gateway {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// `[databases.NAME]` pools (checkpoint source `postgres`, write fences).
+    pub databases: crate::database::Databases,
+    /// Write routes' fences, by route name.
+    pub fences: fence::Fences,
     /// The last hold timeouts, shown on the admin status page.
     pub recent_timeouts: Arc<crate::telemetry::RecentTimeouts>,
     /// Logs a token may carry: those of the projections and the routes' default logs.
@@ -119,6 +124,8 @@ impl Gateway {
             h.min_position.clone(),
         ];
         let internal_response = vec![h.write_position.clone(), h.checkpoint.clone()];
+        let databases = crate::database::Databases::new(&config.positions.databases);
+        let fences = fence::Fences::new(&config, &databases);
         Ok(Gateway {
             config,
             routes,
@@ -129,6 +136,8 @@ impl Gateway {
             upstreams,
             cache,
             store,
+            fences,
+            databases,
             recent_timeouts: Arc::default(),
             known_logs: known_logs.into_iter().collect(),
             consumed_logs: consumed_logs.into_iter().collect(),
@@ -362,8 +371,14 @@ impl Gateway {
     /// keeps its previous token, and `tidemark_tokens_oversize_total` counts it (logged
     /// at `warn`, at most once a minute). Handing it out would lock the session out
     /// (`on_invalid = "reject"`) or be dropped by the browser.
-    fn attach_token(&self, headers: &mut HeaderMap, sid: &str, pos: &PositionVector) {
-        let minted = self.keys.mint(sid, pos, SystemTime::now());
+    fn attach_token(
+        &self,
+        headers: &mut HeaderMap,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &std::collections::BTreeMap<String, u64>,
+    ) {
+        let minted = self.keys.mint_pinned(sid, pos, pri, SystemTime::now());
         let cookie = self
             .config
             .token

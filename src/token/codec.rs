@@ -54,6 +54,8 @@ struct WireClaims<'a> {
     /// until such tokens expire.
     #[serde(default)]
     pos: Option<BTreeMap<String, u64>>,
+    #[serde(default)]
+    pri: BTreeMap<String, u64>,
 }
 
 /// A token split into its parts, header decoded.
@@ -132,13 +134,50 @@ impl KeyRing {
         pos: &PositionVector,
         now: SystemTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.try_mint_pinned(sid, pos, &BTreeMap::new(), now)
+    }
+
+    /// [`KeyRing::mint`] with the `pri` claim (logs marked for the primary until a
+    /// time; entries already past are dropped).
+    pub fn mint_pinned(
+        &self,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &BTreeMap<String, u64>,
+        now: SystemTime,
+    ) -> String {
+        self.try_mint_pinned(sid, pos, pri, now).expect(
+            "signing with a key that passed the load-time self-test cannot fail \
+             (HS256/EdDSA/ES256 signing and claim serialization are infallible)",
+        )
+    }
+
+    fn try_mint_pinned(
+        &self,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &BTreeMap<String, u64>,
+        now: SystemTime,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_secs(now);
+        let live: BTreeMap<String, u64>;
+        let pri = if pri.values().all(|&until| until > iat) {
+            pri
+        } else {
+            live = pri
+                .iter()
+                .filter(|(_, &until)| until > iat)
+                .map(|(k, &v)| (k.clone(), v))
+                .collect();
+            &live
+        };
         let claims = SerClaims {
             iss: &self.issuer,
             iat,
             exp: iat.saturating_add(self.ttl.as_secs()),
             sid,
             p: compact::encode(pos),
+            pri,
         };
         let mut header = Header::new(jwt_algorithm(self.signing_algorithm));
         header.kid = Some(self.signing_kid.clone());
@@ -216,6 +255,7 @@ impl KeyRing {
             exp: wire.exp,
             sid: wire.sid.into_owned(),
             pos,
+            pri: wire.pri,
         })
     }
 
@@ -257,4 +297,6 @@ struct SerClaims<'a> {
     sid: &'a str,
     /// The vector in the compact form ([`super::compact`]).
     p: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pri: &'a BTreeMap<String, u64>,
 }

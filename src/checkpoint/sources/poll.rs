@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Projection;
+use crate::checkpoint::Projection;
 use crate::config::{PollConfig, SourceKind};
 use crate::position::{PositionError, PositionVector};
 
