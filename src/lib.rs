@@ -14,6 +14,7 @@
 //!   headers, forwarding.
 //! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
 //! - [`store`]: shared state in Redis.
+//! - [`nats`]: the NATS connection (`[nats]`) of the `nats` checkpoint source.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod gateway;
+pub mod nats;
 pub mod position;
 pub mod proxy;
 pub mod reload;
@@ -106,6 +108,8 @@ pub enum ServeError {
     /// The config did not build (keys, routes, TLS files): every error.
     #[error("the gateway cannot start:\n  {}", .0.join("\n  "))]
     Start(Vec<String>),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
 }
 
 /// What [`serve_with`] adds to [`serve`].
@@ -158,21 +162,29 @@ pub async fn serve_with(
             (Cache::Redis(store.clone()), Some(store))
         }
     };
+    let nats = match &config.nats {
+        Some(n) => Some(Arc::new(nats::Nats::connect(n).await?)),
+        None => None,
+    };
     let shared = reload::Shared {
         registry,
         cache,
         store,
+        nats,
     };
     // The recorder first: the gateway's upstreams take their metric handles from it.
     let prometheus = telemetry::prometheus();
     // `gateway` and `reload` are set by the reloader, for each generation.
     let template = admin::AdminState {
-        gateway: Arc::new(Gateway::new(
-            config.clone(),
-            shared.registry.load_full(),
-            shared.cache.clone(),
-            shared.store.clone(),
-        )?),
+        gateway: Arc::new(
+            Gateway::new(
+                config.clone(),
+                shared.registry.load_full(),
+                shared.cache.clone(),
+                shared.store.clone(),
+            )?
+            .with_nats(shared.nats.clone()),
+        ),
         prometheus,
         shutdown: shutdown.clone(),
         reload: None,

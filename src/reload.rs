@@ -44,6 +44,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.drain_timeout",
     "store",
     "cache.max_entries",
+    "nats",
 ];
 
 /// What serves requests now: read once per request.
@@ -130,6 +131,7 @@ pub(crate) struct Reloader {
     pub(crate) tls: TlsSource,
     cache: Cache,
     store: Option<Arc<RedisStore>>,
+    nats: Option<Arc<crate::nats::Nats>>,
     template: AdminState,
     shutdown: CancellationToken,
     polls: CancellationToken,
@@ -140,6 +142,8 @@ pub(crate) struct Shared {
     pub registry: Arc<ArcSwap<Registry>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// `[nats]`, connected at start-up (restart-only).
+    pub nats: Option<Arc<crate::nats::Nats>>,
 }
 
 impl Reloader {
@@ -164,7 +168,7 @@ impl Reloader {
         template.reload = handle;
         template.gateway = gateway.clone();
         let polls = shutdown.child_token();
-        spawn_polls(&gateway.config, &registry, &polls);
+        spawn_polls(&gateway, &registry, &polls);
         let reloader = Reloader {
             source,
             live: Arc::new(ArcSwap::from_pointee(Live::new(gateway, &template))),
@@ -172,6 +176,7 @@ impl Reloader {
             tls: Arc::new(arc_swap::ArcSwapOption::new(tls_config)),
             cache: shared.cache,
             store: shared.store,
+            nats: shared.nats,
             template,
             shutdown,
             polls,
@@ -249,6 +254,7 @@ impl Reloader {
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             store: self.store.clone(),
+            nats: self.nats.clone(),
         };
         // The recent hold timeouts shown on the status page outlive a reload.
         let recent = self.live.load().gateway.recent_timeouts.clone();
@@ -263,7 +269,7 @@ impl Reloader {
         self.registry.store(registry.clone());
         self.polls.cancel();
         self.polls = self.shutdown.child_token();
-        spawn_polls(&gateway.config, &registry, &self.polls);
+        spawn_polls(&gateway, &registry, &self.polls);
         self.tls.store(tls_config);
         let outcome = ReloadOutcome {
             file: source.path.clone(),
@@ -299,7 +305,7 @@ fn build(
         }
     };
     let gateway = Gateway::new(config, registry, shared.cache.clone(), shared.store.clone());
-    match gateway {
+    match gateway.map(|g| g.with_nats(shared.nats.clone())) {
         Ok(mut g) if errors.is_empty() => {
             if let Some(recent) = recent_timeouts {
                 g.recent_timeouts = recent;
@@ -347,6 +353,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     );
     keep!("server.drain_timeout", old.drain_timeout, s.drain_timeout);
     keep!("store", running.store, new.store);
+    keep!("nats", running.nats, new.nats);
     keep!(
         "cache.max_entries",
         running.cache.max_entries,
@@ -355,15 +362,27 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     ignored
 }
 
-/// Starts the `poll` source of each projection that has one, until `token`.
-pub(crate) fn spawn_polls(config: &Config, registry: &Registry, token: &CancellationToken) {
-    for (name, p) in &config.projections {
-        if let (true, Some(poll), Some(projection)) = (
-            p.sources.contains(&SourceKind::Poll),
-            &p.poll,
-            registry.get(name),
-        ) {
+/// Starts the checkpoint sources that run on their own (`poll`, `nats`), until
+/// `token`.
+pub(crate) fn spawn_polls(gateway: &Gateway, registry: &Registry, token: &CancellationToken) {
+    for (name, p) in &gateway.config.projections {
+        let Some(projection) = registry.get(name) else {
+            continue;
+        };
+        if let (true, Some(poll)) = (p.sources.contains(&SourceKind::Poll), &p.poll) {
             checkpoint::sources::poll::spawn(projection.clone(), poll.clone(), token.child_token());
+        }
+        if let (true, Some(source), Some(nats)) = (
+            p.sources.contains(&SourceKind::Nats),
+            &p.nats,
+            &gateway.nats,
+        ) {
+            checkpoint::sources::nats::spawn(
+                projection.clone(),
+                nats.clone(),
+                source.clone(),
+                token.child_token(),
+            );
         }
     }
 }

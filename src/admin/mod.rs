@@ -64,14 +64,19 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         Some(r) if r.healthy() => "ok",
         Some(_) => "degraded",
     };
+    let mut body = json!({"status": "ready", "store": store});
+    // `[nats]`: `ok` while connected, `degraded` while (re)connecting.
+    if let Some(nats) = &s.gateway.nats {
+        body["nats"] = nats.health().as_str().into();
+    }
     if s.shutdown.is_cancelled() {
-        let body = json!({"status": "shutting_down", "store": store});
+        body["status"] = "shutting_down".into();
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    // A degraded Redis does not make the gateway unready: it still serves (reads from
-    // its local checkpoints, writes without the shared cache), and every gateway shares
-    // the same Redis, so failing readiness would take the whole fleet out at once.
-    Json(json!({"status": "ready", "store": store})).into_response()
+    // A degraded Redis or NATS does not make the gateway unready: it still serves
+    // (reads from its local checkpoints, writes without the shared cache), and every
+    // gateway shares them, so failing readiness would take the whole fleet out at once.
+    Json(body).into_response()
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {

@@ -6,6 +6,7 @@
 //! nothing downstream re-parses or re-validates.
 
 pub mod env;
+pub mod nats;
 pub mod raw;
 pub mod validate;
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub projections: BTreeMap<String, ProjectionConfig>,
     /// Routes in file order (the order they match in).
     pub routes: Vec<RouteConfig>,
+    /// `[nats]`: the NATS connection of the `nats` source. Default: none.
+    pub nats: Option<nats::NatsConfig>,
 }
 
 /// `[server]`
@@ -267,6 +270,7 @@ pub enum SourceKind {
     Redis,
     Header,
     Poll,
+    Nats,
 }
 
 impl SourceKind {
@@ -276,6 +280,7 @@ impl SourceKind {
             SourceKind::Redis => "redis",
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
+            SourceKind::Nats => "nats",
         }
     }
 }
@@ -292,6 +297,8 @@ pub struct ProjectionConfig {
     pub instances: Vec<String>,
     /// `poll` source settings, when `sources` has `poll`.
     pub poll: Option<PollConfig>,
+    /// `nats` source settings, when `sources` has `nats`.
+    pub nats: Option<nats::NatsSourceConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -218,7 +218,7 @@ pub struct RawUpstream {
 pub struct RawProjection {
     /// Logs consumed (required, non-empty).
     pub logs: Field<Vec<String>>,
-    /// `push` | `redis` | `header` | `poll`. Default `["push"]`.
+    /// `push` | `redis` | `header` | `poll` | `nats`. Default `["push"]`.
     pub sources: Field<Vec<String>>,
     /// `poll`: URL for every instance; exclusive with `poll_urls`.
     pub poll_url: Field<String>,
@@ -228,6 +228,8 @@ pub struct RawProjection {
     pub poll_interval: Field<String>,
     /// Duration. Default `500ms`.
     pub poll_timeout: Field<String>,
+    /// `[projections.NAME.nats]`: the `nats` source.
+    pub nats: Option<super::nats::RawNatsSource>,
 }
 
 /// `[[routes]]`
@@ -301,6 +303,8 @@ pub struct RawConfig {
     pub projection_names: Vec<String>,
     /// Routes in file order; `None` for a route that is not a table.
     pub routes: Vec<Option<RawRoute>>,
+    /// `[nats]`, when present.
+    pub nats: Option<super::nats::RawNats>,
 }
 
 /// Known keys of each table, for "did you mean" suggestions. A unit test checks them
@@ -317,6 +321,7 @@ pub mod keys {
         "upstreams",
         "projections",
         "routes",
+        "nats",
     ];
     /// `[server]`
     pub const SERVER: &[&str] = &[
@@ -400,6 +405,7 @@ pub mod keys {
         "poll_urls",
         "poll_interval",
         "poll_timeout",
+        "nats",
     ];
     /// `[[routes]]`
     pub const ROUTE: &[&str] = &[

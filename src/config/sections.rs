@@ -55,13 +55,14 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
             "projections" => {
                 for (name, value) in named_tables(value, "projections", errs) {
                     let key = format!("projections.{name}");
-                    if let Some(p) = section(value, &key, |_| keys::PROJECTION, errs) {
+                    if let Some(p) = section(value, &key, projection_keys, errs) {
                         raw.projections.insert(name.clone(), p);
                     }
                     raw.projection_names.push(name);
                 }
             }
             "routes" => raw.routes = routes(value, errs),
+            "nats" => raw.nats = section(value, "nats", |_| super::nats::KEYS, errs),
             _ => errors.push(unknown_key(&key, &key, keys::TOP)),
         }
     }
@@ -87,6 +88,14 @@ fn token_keys(parent: &[String]) -> &'static [&'static str] {
         keys::VERIFY_KEY
     } else {
         keys::TOKEN
+    }
+}
+
+fn projection_keys(parent: &[String]) -> &'static [&'static str] {
+    if parent.first().is_some_and(|p| p == "nats") {
+        super::nats::SOURCE_KEYS
+    } else {
+        keys::PROJECTION
     }
 }
 

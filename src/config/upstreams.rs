@@ -119,6 +119,7 @@ pub fn parse_source(text: &str) -> Option<SourceKind> {
         "redis" => Some(SourceKind::Redis),
         "header" => Some(SourceKind::Header),
         "poll" => Some(SourceKind::Poll),
+        "nats" => Some(SourceKind::Nats),
         _ => None,
     }
 }
@@ -195,7 +196,7 @@ fn projection(
         errs.push(
             &src_key,
             "no checkpoint source",
-            "list at least one of `push`, `redis`, `header`, `poll`",
+            "list at least one of `push`, `redis`, `header`, `poll`, `nats`",
         );
     }
     for (i, text) in texts.iter().enumerate() {
@@ -203,7 +204,7 @@ fn projection(
             None => errs.push(
                 format!("{src_key}[{i}]"),
                 format!("unknown source `{text}`"),
-                "use `push`, `redis`, `header` or `poll`",
+                "use `push`, `redis`, `header`, `poll` or `nats`",
             ),
             Some(s) if sources.contains(&s) => errs.push(
                 format!("{src_key}[{i}]"),
@@ -234,6 +235,7 @@ fn projection(
         sources,
         instances: Vec::new(),
         poll,
+        nats: None,
     }
 }
 

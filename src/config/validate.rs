@@ -15,10 +15,10 @@ use http::HeaderName;
 
 pub use super::collect::Errors;
 use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
-use super::{env, routes, sections, token_section, upstreams, values};
+use super::{env, nats, routes, sections, token_section, upstreams, values};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
-    RedisTarget, ServerConfig, StoreConfig, TlsFiles,
+    RedisTarget, ServerConfig, SourceKind, StoreConfig, TlsFiles,
 };
 
 /// Parses, overrides, and validates; see the module doc.
@@ -48,7 +48,19 @@ pub fn from_toml(
     let cache = cache(&mut errs, raw.cache);
     let upstreams = upstreams::upstreams(&mut errs, raw.upstreams);
     let redis = matches!(store, StoreConfig::Redis(_));
-    let projections = upstreams::projections(&mut errs, raw.projections, redis);
+    let nats = raw.nats.and_then(|n| nats::nats(&mut errs, n, env));
+    let mut raw_projections = raw.projections;
+    let raw_nats_sources: Vec<_> = raw_projections
+        .iter_mut()
+        .map(|(name, p)| (name.clone(), p.nats.take()))
+        .collect();
+    let mut projections = upstreams::projections(&mut errs, raw_projections, redis);
+    for (name, raw_source) in raw_nats_sources {
+        if let Some(p) = projections.get_mut(&name) {
+            let wanted = p.sources.contains(&SourceKind::Nats);
+            p.nats = nats::source(&mut errs, p, raw_source, wanted, nats.is_some());
+        }
+    }
     let names = routes::Names {
         upstreams: &raw.upstream_names,
         projections: &raw.projection_names,
@@ -74,6 +86,7 @@ pub fn from_toml(
         upstreams,
         projections,
         routes,
+        nats,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct Gateway {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// The NATS connection (`[nats]`), shared by every generation. Default: none.
+    pub nats: Option<Arc<crate::nats::Nats>>,
     /// The last hold timeouts, shown on the admin status page.
     pub recent_timeouts: Arc<crate::telemetry::RecentTimeouts>,
     /// Logs a token may carry: those of the projections and the routes' default logs.
@@ -108,12 +110,19 @@ impl Gateway {
             upstreams,
             cache,
             store,
+            nats: None,
             recent_timeouts: Arc::default(),
             known_logs: known_logs.into_iter().collect(),
             upstream_only,
             internal_response,
             draining: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Uses `nats` for the `nats` sources and `/readyz`.
+    pub fn with_nats(mut self, nats: Option<Arc<crate::nats::Nats>>) -> Gateway {
+        self.nats = nats;
+        self
     }
 
     /// Ends holds when `draining` is cancelled: each held read is answered at once as
