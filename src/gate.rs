@@ -5,6 +5,9 @@
 //! The order of the steps ([`decide`]):
 //! 1. `eventual`: forward to the least-outstanding instance (source `projection`).
 //! 2. `strong`: the primary (`NoPrimary` without one).
+//! 2b. `pinned` (the token marks one of the projection's logs for the primary: a
+//!    write whose fence failed, until the fence's `fallback` has passed): the
+//!    primary; without one no instance can be trusted, so hold, then `on_timeout`.
 //! 3. Nothing required: least-outstanding instance.
 //! 4. Instances covering `required`: the least-outstanding of them.
 //! 5. The cache: look it up (a non-empty token requirement, not looked up yet), or
@@ -109,6 +112,9 @@ pub struct GateInput<'a> {
     pub on_timeout: OnTimeout,
     /// The route has a `primary`.
     pub has_primary: bool,
+    /// The token marks one of the projection's logs for the primary (a failed write
+    /// fence, within its `fallback`): no checkpoint is known to cover that write.
+    pub pinned: bool,
     /// Rotates ties between equally loaded instances (e.g. a request counter).
     pub tie_break: usize,
 }
@@ -143,6 +149,15 @@ pub fn decide(input: &GateInput<'_>) -> Decision {
     if input.instances.is_empty() {
         return primary(input);
     }
+    if input.pinned {
+        if input.has_primary {
+            return Decision::Primary;
+        }
+        if !input.timed_out {
+            return Decision::Hold;
+        }
+        return on_timeout(input);
+    }
     if input.required.is_empty() {
         return forward_least_outstanding(input, all());
     }
@@ -166,6 +181,11 @@ pub fn decide(input: &GateInput<'_>) -> Decision {
     if !input.timed_out {
         return Decision::Hold;
     }
+    on_timeout(input)
+}
+
+/// Past the deadline: the route's `on_timeout`.
+fn on_timeout(input: &GateInput<'_>) -> Decision {
     match input.on_timeout {
         OnTimeout::Primary => primary(input),
         OnTimeout::Error => Decision::TimedOut,
@@ -283,6 +303,7 @@ mod tests {
         timed_out: bool,
         on_timeout: OnTimeout,
         has_primary: bool,
+        pinned: bool,
         tie_break: usize,
         want: Decision,
     }
@@ -297,6 +318,7 @@ mod tests {
         timed_out: false,
         on_timeout: OnTimeout::Error,
         has_primary: true,
+        pinned: false,
         tie_break: 0,
         want: Hold,
     };
@@ -340,6 +362,7 @@ mod tests {
             timed_out: case.timed_out,
             on_timeout: case.on_timeout,
             has_primary: case.has_primary,
+            pinned: case.pinned,
             tie_break: case.tie_break,
         })
     }
@@ -375,6 +398,11 @@ mod tests {
             Case { name: "stale: equal freshness -> least outstanding", timed_out: true, on_timeout: OnTimeout::Stale, instances: &[("users=5", 4), ("users=5", 1), ("users=5", 3)], want: stale(1), ..BASE },
             Case { name: "no instances: primary", instances: &[], want: Primary, ..BASE },
             Case { name: "no instances, no primary", level: Eventual, instances: &[], has_primary: false, want: NoPrimary, ..BASE },
+            Case { name: "pinned: the primary, even when an instance covers the token", pinned: true, instances: &[("users=99", 0)], want: Primary, ..BASE },
+            Case { name: "pinned, nothing required: still the primary", pinned: true, token: "", want: Primary, ..BASE },
+            Case { name: "pinned without a primary: hold", pinned: true, has_primary: false, instances: &[("users=99", 0)], cache: Hit, want: Hold, ..BASE },
+            Case { name: "pinned without a primary, past the deadline: on_timeout", pinned: true, has_primary: false, timed_out: true, want: TimedOut, ..BASE },
+            Case { name: "pinned: eventual ignores it", pinned: true, level: Eventual, instances: &[("", 0)], want: fwd(0), ..BASE },
         ];
         for case in &cases {
             assert_eq!(run(case), case.want, "{}", case.name);
@@ -474,6 +502,7 @@ mod tests {
             timed_out in any::<bool>(),
             on_timeout in arb_on_timeout(),
             has_primary in any::<bool>(),
+            pinned in any::<bool>(),
             tie_break in any::<usize>(),
         ) {
             let mut required = token.clone();
@@ -484,7 +513,7 @@ mod tests {
                 .collect();
             let input = GateInput {
                 level, token_required: &token, required: &required, instances: &views,
-                cache, timed_out, on_timeout, has_primary, tie_break,
+                cache, timed_out, on_timeout, has_primary, pinned, tie_break,
             };
             let decision = decide(&input);
             if let Forward { instance, source } = decision {
@@ -498,6 +527,9 @@ mod tests {
             }
             if timed_out {
                 prop_assert!(decision != Hold);
+            }
+            if pinned && level == Session {
+                prop_assert!(!matches!(decision, Forward { source: Source::Projection, .. } | AnswerFromCache));
             }
         }
     }

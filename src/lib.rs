@@ -6,7 +6,8 @@
 //! - [`route`]: the route table (file order, matchit patterns) and cache-key templates.
 //! - [`token`]: version tokens (JWT), key ring, header/cookie extraction.
 //! - [`checkpoint`]: per-projection checkpoints, the waiter registry, write-time record,
-//!   checkpoint sources (poll here; push in [`admin`], header in the read path).
+//!   checkpoint sources (`checkpoint::sources`: poll, postgres; push in [`admin`],
+//!   header in the read path, redis in [`store`]).
 //! - [`gate`]: the read decision, a pure function.
 //! - [`gateway`]: request handling: route match, token, then the read, write or
 //!   passthrough path (the gate's I/O: cache lookups, holds, forwarding).
@@ -15,6 +16,7 @@
 //! - [`cache`]: the write-through cache (memory; Redis in [`store::redis`]).
 //! - [`store`]: shared state in Redis.
 //! - [`nats`]: the NATS connection (`[nats]`) of the `nats` checkpoint source.
+//! - [`database`]: PostgreSQL pools (`[databases.NAME]`) for the `postgres` source and fences.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
@@ -28,6 +30,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod cli_checkpoint;
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod error;
 pub mod gate;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::cache::Cache;
 use crate::checkpoint::{self, Registry, RegistrySink};
-use crate::config::{Config, SourceKind};
+use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::position::PositionVector;
 use crate::store::redis::{CheckpointSink, RedisStore};
@@ -362,29 +362,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     ignored
 }
 
-/// Starts the checkpoint sources that run on their own (`poll`, `nats`), until
-/// `token`.
+/// Starts the checkpoint sources that run on their own (`poll`, `postgres`, `nats`),
+/// until `token`.
 pub(crate) fn spawn_polls(gateway: &Gateway, registry: &Registry, token: &CancellationToken) {
-    for (name, p) in &gateway.config.projections {
-        let Some(projection) = registry.get(name) else {
-            continue;
-        };
-        if let (true, Some(poll)) = (p.sources.contains(&SourceKind::Poll), &p.poll) {
-            checkpoint::sources::poll::spawn(projection.clone(), poll.clone(), token.child_token());
-        }
-        if let (true, Some(source), Some(nats)) = (
-            p.sources.contains(&SourceKind::Nats),
-            &p.nats,
-            &gateway.nats,
-        ) {
-            checkpoint::sources::nats::spawn(
-                projection.clone(),
-                nats.clone(),
-                source.clone(),
-                token.child_token(),
-            );
-        }
-    }
+    checkpoint::sources::spawn_all(&gateway.config, registry, &gateway.databases, token);
+    checkpoint::sources::nats::spawn_all(&gateway.config, registry, gateway.nats.as_ref(), token);
 }
 
 /// The Redis store's sink: always the current registry.

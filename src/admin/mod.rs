@@ -69,13 +69,24 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if let Some(nats) = &s.gateway.nats {
         body["nats"] = nats.health().as_str().into();
     }
+    // Each `[databases.NAME]`: `idle` (not queried yet), `ok` or `degraded`.
+    if !s.gateway.databases.is_empty() {
+        let dbs: serde_json::Map<String, serde_json::Value> = s
+            .gateway
+            .databases
+            .iter()
+            .map(|(name, db)| (name.clone(), db.health().as_str().into()))
+            .collect();
+        body["databases"] = dbs.into();
+    }
     if s.shutdown.is_cancelled() {
         body["status"] = "shutting_down".into();
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    // A degraded Redis or NATS does not make the gateway unready: it still serves
-    // (reads from its local checkpoints, writes without the shared cache), and every
-    // gateway shares them, so failing readiness would take the whole fleet out at once.
+    // A degraded Redis, database or NATS does not make the gateway unready: it still
+    // serves (reads from its local checkpoints, writes without the shared cache or a
+    // fence), and every gateway shares them, so failing readiness would take the whole
+    // fleet out at once.
     Json(body).into_response()
 }
 

@@ -101,6 +101,7 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
             .collect(),
         routes: vec![],
         nats: None,
+        positions: Default::default(),
     }
 }
 

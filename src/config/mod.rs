@@ -5,8 +5,10 @@
 //! The validated types carry parsed values only (durations, URIs, header names), so
 //! nothing downstream re-parses or re-validates.
 
+pub mod databases;
 pub mod env;
 pub mod nats;
+pub mod positions;
 pub mod raw;
 pub mod validate;
 
@@ -25,6 +27,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
+
+pub use databases::DatabaseConfig;
+pub use positions::{FenceConfig, PositionsConfig, PostgresSourceConfig};
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
@@ -45,6 +50,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[nats]`: the NATS connection of the `nats` source. Default: none.
     pub nats: Option<nats::NatsConfig>,
+    /// `[databases.NAME]`, the `postgres` checkpoint sources and the write fences.
+    pub positions: PositionsConfig,
 }
 
 /// `[server]`
@@ -271,6 +278,7 @@ pub enum SourceKind {
     Header,
     Poll,
     Nats,
+    Postgres,
 }
 
 impl SourceKind {
@@ -281,6 +289,7 @@ impl SourceKind {
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
             SourceKind::Nats => "nats",
+            SourceKind::Postgres => "postgres",
         }
     }
 }

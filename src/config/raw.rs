@@ -230,6 +230,8 @@ pub struct RawProjection {
     pub poll_timeout: Field<String>,
     /// `[projections.NAME.nats]`: the `nats` source.
     pub nats: Option<super::nats::RawNatsSource>,
+    /// `[projections.NAME.postgres]`: the `postgres` source.
+    pub postgres: Option<super::positions::RawPostgresSource>,
 }
 
 /// `[[routes]]`
@@ -261,6 +263,8 @@ pub struct RawRoute {
     pub monotonic: Field<bool>,
     /// Read and write routes: the write-through cache.
     pub cache: Option<RawRouteCache>,
+    /// Write routes: `fence = { database, preset | query }`.
+    pub fence: Option<super::positions::RawFence>,
 }
 
 /// A route's `cache = { key, ttl, scope }`.
@@ -305,6 +309,10 @@ pub struct RawConfig {
     pub routes: Vec<Option<RawRoute>>,
     /// `[nats]`, when present.
     pub nats: Option<super::nats::RawNats>,
+    /// `[databases.NAME]` that deserialized, by name.
+    pub databases: BTreeMap<String, super::databases::RawDatabase>,
+    /// Every database name in the file, readable or not.
+    pub database_names: Vec<String>,
 }
 
 /// Known keys of each table, for "did you mean" suggestions. A unit test checks them
@@ -322,6 +330,7 @@ pub mod keys {
         "projections",
         "routes",
         "nats",
+        "databases",
     ];
     /// `[server]`
     pub const SERVER: &[&str] = &[
@@ -406,6 +415,7 @@ pub mod keys {
         "poll_interval",
         "poll_timeout",
         "nats",
+        "postgres",
     ];
     /// `[[routes]]`
     pub const ROUTE: &[&str] = &[
@@ -422,6 +432,7 @@ pub mod keys {
         "staleness_budget",
         "monotonic",
         "cache",
+        "fence",
     ];
     /// A route's `cache = {...}`.
     pub const ROUTE_CACHE: &[&str] = &["key", "ttl", "scope"];

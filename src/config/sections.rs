@@ -63,6 +63,15 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
             }
             "routes" => raw.routes = routes(value, errs),
             "nats" => raw.nats = section(value, "nats", |_| super::nats::KEYS, errs),
+            "databases" => {
+                for (name, value) in named_tables(value, "databases", errs) {
+                    let key = format!("databases.{name}");
+                    if let Some(d) = section(value, &key, |_| super::databases::KEYS, errs) {
+                        raw.databases.insert(name.clone(), d);
+                    }
+                    raw.database_names.push(name);
+                }
+            }
             _ => errors.push(unknown_key(&key, &key, keys::TOP)),
         }
     }
@@ -91,19 +100,19 @@ fn token_keys(parent: &[String]) -> &'static [&'static str] {
     }
 }
 
-fn projection_keys(parent: &[String]) -> &'static [&'static str] {
-    if parent.first().is_some_and(|p| p == "nats") {
-        super::nats::SOURCE_KEYS
-    } else {
-        keys::PROJECTION
+fn route_keys(parent: &[String]) -> &'static [&'static str] {
+    match parent.first().map(String::as_str) {
+        Some("cache") => keys::ROUTE_CACHE,
+        Some("fence") => super::positions::FENCE_KEYS,
+        _ => keys::ROUTE,
     }
 }
 
-fn route_keys(parent: &[String]) -> &'static [&'static str] {
-    if parent.first().is_some_and(|p| p == "cache") {
-        keys::ROUTE_CACHE
-    } else {
-        keys::ROUTE
+fn projection_keys(parent: &[String]) -> &'static [&'static str] {
+    match parent.first().map(String::as_str) {
+        Some("postgres") => super::positions::SOURCE_KEYS,
+        Some("nats") => super::nats::SOURCE_KEYS,
+        _ => keys::PROJECTION,
     }
 }
 

@@ -112,7 +112,7 @@ fn instance_url(errs: &mut Errors, key: &str, text: &str) -> Option<http::Uri> {
         .ok()
 }
 
-/// `push` | `redis` | `header` | `poll`.
+/// `push` | `redis` | `header` | `poll` | `postgres`.
 pub fn parse_source(text: &str) -> Option<SourceKind> {
     match text {
         "push" => Some(SourceKind::Push),
@@ -120,6 +120,7 @@ pub fn parse_source(text: &str) -> Option<SourceKind> {
         "header" => Some(SourceKind::Header),
         "poll" => Some(SourceKind::Poll),
         "nats" => Some(SourceKind::Nats),
+        "postgres" => Some(SourceKind::Postgres),
         _ => None,
     }
 }
@@ -196,7 +197,7 @@ fn projection(
         errs.push(
             &src_key,
             "no checkpoint source",
-            "list at least one of `push`, `redis`, `header`, `poll`, `nats`",
+            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`, `nats`",
         );
     }
     for (i, text) in texts.iter().enumerate() {
@@ -204,7 +205,7 @@ fn projection(
             None => errs.push(
                 format!("{src_key}[{i}]"),
                 format!("unknown source `{text}`"),
-                "use `push`, `redis`, `header`, `poll` or `nats`",
+                "use `push`, `redis`, `header`, `poll`, `postgres` or `nats`",
             ),
             Some(s) if sources.contains(&s) => errs.push(
                 format!("{src_key}[{i}]"),

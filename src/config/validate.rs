@@ -15,7 +15,7 @@ use http::HeaderName;
 
 pub use super::collect::Errors;
 use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
-use super::{env, nats, routes, sections, token_section, upstreams, values};
+use super::{databases, env, nats, positions, routes, sections, token_section, upstreams, values};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
     RedisTarget, ServerConfig, SourceKind, StoreConfig, TlsFiles,
@@ -37,8 +37,9 @@ pub fn from_toml(
         }
     };
     let mut errs = Errors(env::apply_overrides(&mut doc, env));
-    let (raw, section_errors) = sections::read_sections(doc);
+    let (mut raw, section_errors) = sections::read_sections(doc);
     errs.0.extend(section_errors);
+    let (raw_sources, raw_fences) = positions::take_raw(&mut raw);
 
     let server = server(&mut errs, raw.server);
     let headers = headers(&mut errs, raw.headers);
@@ -48,13 +49,14 @@ pub fn from_toml(
     let cache = cache(&mut errs, raw.cache);
     let upstreams = upstreams::upstreams(&mut errs, raw.upstreams);
     let redis = matches!(store, StoreConfig::Redis(_));
-    let nats = raw.nats.and_then(|n| nats::nats(&mut errs, n, env));
-    let mut raw_projections = raw.projections;
-    let raw_nats_sources: Vec<_> = raw_projections
+    let databases = databases::databases(&mut errs, std::mem::take(&mut raw.databases), env);
+    let nats = raw.nats.take().and_then(|n| nats::nats(&mut errs, n, env));
+    let raw_nats_sources: Vec<_> = raw
+        .projections
         .iter_mut()
         .map(|(name, p)| (name.clone(), p.nats.take()))
         .collect();
-    let mut projections = upstreams::projections(&mut errs, raw_projections, redis);
+    let mut projections = upstreams::projections(&mut errs, raw.projections, redis);
     for (name, raw_source) in raw_nats_sources {
         if let Some(p) = projections.get_mut(&name) {
             let wanted = p.sources.contains(&SourceKind::Nats);
@@ -67,6 +69,17 @@ pub fn from_toml(
     };
     let (routes, projections) =
         routes::routes(&mut errs, raw.routes, &names, &upstreams, projections);
+    let positions = positions::check(
+        &mut errs,
+        positions::Raw {
+            sources: raw_sources,
+            fences: raw_fences,
+            database_names: &raw.database_names,
+        },
+        databases,
+        &projections,
+        &routes,
+    );
 
     if !errs.0.is_empty() {
         env::mark_overridden(&mut errs.0, env);
@@ -87,6 +100,7 @@ pub fn from_toml(
         projections,
         routes,
         nats,
+        positions,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Request handling: route match, token verification, then the write, read or
 //! passthrough path. Built once from a validated config; shared by every connection.
 
+pub mod fence;
 mod passthrough;
 mod read;
 mod route_metrics;
@@ -43,6 +44,10 @@ pub struct Gateway {
     pub store: Option<Arc<RedisStore>>,
     /// The NATS connection (`[nats]`), shared by every generation. Default: none.
     pub nats: Option<Arc<crate::nats::Nats>>,
+    /// `[databases.NAME]` pools (checkpoint source `postgres`, write fences).
+    pub databases: crate::database::Databases,
+    /// Write routes' fences, by route name.
+    pub fences: fence::Fences,
     /// The last hold timeouts, shown on the admin status page.
     pub recent_timeouts: Arc<crate::telemetry::RecentTimeouts>,
     /// Logs a token may carry: those of the projections and the routes' default logs.
@@ -100,6 +105,8 @@ impl Gateway {
             h.min_position.clone(),
         ];
         let internal_response = vec![h.write_position.clone(), h.checkpoint.clone()];
+        let databases = crate::database::Databases::new(&config.positions.databases);
+        let fences = fence::Fences::new(&config, &databases);
         Ok(Gateway {
             config,
             routes,
@@ -111,6 +118,8 @@ impl Gateway {
             cache,
             store,
             nats: None,
+            fences,
+            databases,
             recent_timeouts: Arc::default(),
             known_logs: known_logs.into_iter().collect(),
             upstream_only,
@@ -245,8 +254,14 @@ impl Gateway {
 
     /// Mints a token for `sid` at `pos` and puts it on the response (header, and the
     /// cookie when configured).
-    fn attach_token(&self, headers: &mut HeaderMap, sid: &str, pos: &PositionVector) {
-        let minted = self.keys.mint(sid, pos, SystemTime::now());
+    fn attach_token(
+        &self,
+        headers: &mut HeaderMap,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &std::collections::BTreeMap<String, u64>,
+    ) {
+        let minted = self.keys.mint_pinned(sid, pos, pri, SystemTime::now());
         metrics::counter!("tidemark_tokens_minted_total").increment(1);
         match HeaderValue::from_str(&minted) {
             Ok(v) => {

@@ -134,14 +134,18 @@ impl Gateway {
             headers.insert(SERVER_TIMING.clone(), v);
         }
         if read.monotonic {
-            let (sid, mut pos) = match claims {
-                Some(c) => (c.sid.clone(), c.pos.clone()),
-                None => (crate::token::new_session_id(), PositionVector::new()),
+            let (sid, mut pos, pri) = match claims {
+                Some(c) => (c.sid.clone(), c.pos.clone(), c.pri.clone()),
+                None => (
+                    crate::token::new_session_id(),
+                    PositionVector::new(),
+                    Default::default(),
+                ),
             };
             if let Some(advance) = advance {
                 pos.merge(&advance.restrict(projection.logs()));
             }
-            self.attach_token(resp.headers_mut(), &sid, &pos);
+            self.attach_token(resp.headers_mut(), &sid, &pos, &pri);
         }
         Ok(resp)
     }
@@ -172,6 +176,9 @@ impl Gateway {
         let deadline = started + read.max_wait;
         let mut timed_out = false;
         let mut permit = None;
+        let pinned = claims.is_some_and(|c| {
+            !c.pri.is_empty() && c.pinned(projection.logs(), crate::gateway::fence::unix_now())
+        });
         loop {
             let required = match read.staleness_budget {
                 None => std::borrow::Cow::Borrowed(token_required),
@@ -199,6 +206,7 @@ impl Gateway {
                 timed_out,
                 on_timeout: read.on_timeout,
                 has_primary: read.primary.is_some(),
+                pinned,
                 tie_break: upstream.next_tie_break(),
             });
             match decision {

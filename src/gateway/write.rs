@@ -51,8 +51,26 @@ impl Gateway {
         if !head.status.is_success() {
             return Ok(Response::from_parts(head, body));
         }
-        let Some(position) = reported.and_then(|raw| self.parse_write_position(ctx, &raw)) else {
+        let reported = reported.and_then(|raw| self.parse_write_position(ctx, &raw));
+        let (position, pin) = match (reported, self.fences.get(&ctx.route.name)) {
+            (Some(position), _) => (Some(position), None),
+            (None, Some(fence)) => self.run_fence(ctx, fence).await,
+            (None, None) => (None, None),
+        };
+        let mut pri = claims.as_ref().map(|c| c.pri.clone()).unwrap_or_default();
+        if let Some((log, until)) = pin {
+            let slot = pri.entry(log).or_insert(0);
+            *slot = (*slot).max(until);
+        }
+        let Some(position) = position else {
             metrics::counter!("tidemark_writes_without_position_total", "route" => ctx.route.name.clone()).increment(1);
+            if !pri.is_empty() {
+                let (sid, frontier) = match &claims {
+                    Some(c) => (c.sid.clone(), c.pos.clone()),
+                    None => (token::new_session_id(), PositionVector::new()),
+                };
+                self.attach_token(&mut head.headers, &sid, &frontier, &pri);
+            }
             return Ok(Response::from_parts(head, body));
         };
 
@@ -68,7 +86,7 @@ impl Gateway {
             None => (token::new_session_id(), PositionVector::new()),
         };
         frontier.merge(&position);
-        self.attach_token(&mut head.headers, &sid, &frontier);
+        self.attach_token(&mut head.headers, &sid, &frontier, &pri);
 
         let body = match (&ctx.route.cache, ctx.cache_key) {
             (Some(cache), Some(template)) => {
@@ -242,4 +260,38 @@ fn prefixed(prefix: Bytes, rest: Option<Body>, trailers: Option<http::HeaderMap>
 fn prefixed_error(prefix: Bytes, error: BoxError) -> Body {
     let stream = futures_util::stream::iter([Ok(Frame::data(prefix)), Err(error)]);
     StreamBody::new(stream).boxed_unsync()
+}
+
+impl Gateway {
+    /// Runs the route's fence: its position, or (when it fails) the log to mark for
+    /// the primary and until when (seconds since the Unix epoch). Never fails the
+    /// write.
+    async fn run_fence(
+        &self,
+        ctx: RequestCtx<'_>,
+        fence: &crate::gateway::fence::Fence,
+    ) -> (Option<PositionVector>, Option<(String, u64)>) {
+        let started = Instant::now();
+        let result = fence.read().await;
+        let route = ctx.route.name.clone();
+        metrics::histogram!("tidemark_fence_seconds", "route" => route.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(position) => {
+                let kept = position.restrict(&self.known_logs);
+                if !kept.is_empty() {
+                    return (Some(kept), None);
+                }
+                tracing::warn!(%route, %position, "fence returned no log a projection consumes; taking the fallback");
+            }
+            Err(error) => {
+                let error = &*error as &dyn std::error::Error;
+                tracing::warn!(%route, fence = %fence.describe(), error, "write fence failed; the session's reads of its log go to the primary for the fallback time");
+            }
+        }
+        metrics::counter!("tidemark_fence_fallbacks_total", "route" => route).increment(1);
+        let until =
+            crate::gateway::fence::unix_now() + fence.fallback().as_secs_f64().ceil() as u64;
+        (None, Some((fence.log().to_string(), until)))
+    }
 }

@@ -47,6 +47,8 @@ struct WireClaims<'a> {
     #[serde(borrow)]
     sid: Cow<'a, str>,
     pos: BTreeMap<String, u64>,
+    #[serde(default)]
+    pri: BTreeMap<String, u64>,
 }
 
 /// A token split into its parts, header decoded.
@@ -125,13 +127,50 @@ impl KeyRing {
         pos: &PositionVector,
         now: SystemTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.try_mint_pinned(sid, pos, &BTreeMap::new(), now)
+    }
+
+    /// [`KeyRing::mint`] with the `pri` claim (logs marked for the primary until a
+    /// time; entries already past are dropped).
+    pub fn mint_pinned(
+        &self,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &BTreeMap<String, u64>,
+        now: SystemTime,
+    ) -> String {
+        self.try_mint_pinned(sid, pos, pri, now).expect(
+            "signing with a key that passed the load-time self-test cannot fail \
+             (HS256/EdDSA/ES256 signing and claim serialization are infallible)",
+        )
+    }
+
+    fn try_mint_pinned(
+        &self,
+        sid: &str,
+        pos: &PositionVector,
+        pri: &BTreeMap<String, u64>,
+        now: SystemTime,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_secs(now);
+        let live: BTreeMap<String, u64>;
+        let pri = if pri.values().all(|&until| until > iat) {
+            pri
+        } else {
+            live = pri
+                .iter()
+                .filter(|(_, &until)| until > iat)
+                .map(|(k, &v)| (k.clone(), v))
+                .collect();
+            &live
+        };
         let claims = SerClaims {
             iss: &self.issuer,
             iat,
             exp: iat.saturating_add(self.ttl.as_secs()),
             sid,
             pos,
+            pri,
         };
         let mut header = Header::new(jwt_algorithm(self.signing_algorithm));
         header.kid = Some(self.signing_kid.clone());
@@ -198,6 +237,7 @@ impl KeyRing {
             exp: wire.exp,
             sid: wire.sid.into_owned(),
             pos,
+            pri: wire.pri,
         })
     }
 
@@ -238,4 +278,6 @@ struct SerClaims<'a> {
     exp: u64,
     sid: &'a str,
     pos: &'a PositionVector,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pri: &'a BTreeMap<String, u64>,
 }

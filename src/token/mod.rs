@@ -45,6 +45,22 @@ pub struct Claims {
     pub sid: String,
     /// The session's causal frontier.
     pub pos: PositionVector,
+    /// Logs whose reads go to the primary until a time (seconds since the Unix
+    /// epoch): set when a write's fence failed, for the fence's `fallback`. Absent
+    /// from tokens that never had one.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pri: std::collections::BTreeMap<String, u64>,
+}
+
+impl Claims {
+    /// Whether any of `logs` is marked for the primary at `now_secs`.
+    pub fn pinned<S: AsRef<str>>(&self, logs: &[S], now_secs: u64) -> bool {
+        logs.iter().any(|l| {
+            self.pri
+                .get(l.as_ref())
+                .is_some_and(|&until| until > now_secs)
+        })
+    }
 }
 
 /// Why a token was not accepted. `Expired` is treated as absent, the rest follow

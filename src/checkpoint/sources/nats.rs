@@ -33,21 +33,21 @@
 //! pending count without being applied; on a clustered stream the consumer leader's
 //! replica may trail the stream leader by a replication round-trip.
 //!
-//! Failures (broker down, unknown stream or consumer, `request_timeout`) never stop
-//! the loop: logged once per burst (first at `warn`, recovery at `info`, the rest at
-//! `debug`) and counted as `tidemark_store_errors_total{op="nats"}`.
+//! Driven by [`super::run`]: failures (broker down, unknown stream or consumer,
+//! `request_timeout`) never stop the loop; they are logged once per burst and counted
+//! as `tidemark_store_errors_total{op="nats"}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Projection;
+use super::Schedule;
+use crate::checkpoint::{Projection, Registry};
 use crate::config::nats::NatsSourceConfig;
-use crate::config::SourceKind;
+use crate::config::{Config, SourceKind};
 use crate::nats::{ConsumerState, Nats, NatsError};
 use crate::position::PositionVector;
 
@@ -118,6 +118,16 @@ pub fn applied(state: &ConsumerState, head: Option<u64>) -> u64 {
     floor.max(state.delivered.stream_seq).max(head.unwrap_or(0))
 }
 
+impl super::Reader for NatsReader {
+    async fn read(&self) -> Result<PositionVector, super::ReadError> {
+        Ok(NatsReader::read(self).await?)
+    }
+
+    fn describe(&self) -> String {
+        NatsReader::describe(self)
+    }
+}
+
 /// Starts the source's task (every instance of the projection reads the same
 /// consumer), until `shutdown`.
 pub fn spawn(
@@ -126,47 +136,36 @@ pub fn spawn(
     config: NatsSourceConfig,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let interval = config.interval.max(MIN_INTERVAL);
+    let schedule = Schedule {
+        kind: SourceKind::Nats,
+        instance: None,
+        interval: config.interval.max(MIN_INTERVAL),
+        wake: None,
+    };
     let reader = NatsReader::new(nats, config);
-    tokio::spawn(run(projection, reader, interval, shutdown))
+    tokio::spawn(super::run(projection, reader, schedule, shutdown))
 }
 
-async fn run(
-    projection: Arc<Projection>,
-    reader: NatsReader,
-    interval: Duration,
-    shutdown: CancellationToken,
+/// Starts the `nats` source of every projection that has one, until `token`.
+pub fn spawn_all(
+    config: &Config,
+    registry: &Registry,
+    nats: Option<&Arc<Nats>>,
+    token: &CancellationToken,
 ) {
-    let mut failures: u64 = 0;
-    loop {
-        let outcome = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            outcome = reader.read() => outcome,
-        };
-        match outcome {
-            Ok(checkpoint) => {
-                projection.apply(None, &checkpoint, SourceKind::Nats, Instant::now());
-                if failures > 0 {
-                    tracing::info!(projection = %projection.name(), source = "nats", target = %reader.describe(), failures, "checkpoint source recovered");
-                    failures = 0;
-                }
-            }
-            Err(error) => {
-                failures += 1;
-                metrics::counter!("tidemark_store_errors_total", "op" => "nats").increment(1);
-                let error = &error as &dyn std::error::Error;
-                if failures == 1 {
-                    tracing::warn!(projection = %projection.name(), source = "nats", target = %reader.describe(), error, "checkpoint source failing");
-                } else {
-                    tracing::debug!(projection = %projection.name(), source = "nats", target = %reader.describe(), error, failures, "checkpoint source still failing");
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+    let Some(nats) = nats else { return };
+    for (name, p) in &config.projections {
+        if let (true, Some(source), Some(projection)) = (
+            p.sources.contains(&SourceKind::Nats),
+            &p.nats,
+            registry.get(name),
+        ) {
+            spawn(
+                projection.clone(),
+                nats.clone(),
+                source.clone(),
+                token.child_token(),
+            );
         }
     }
 }

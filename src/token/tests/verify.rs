@@ -51,6 +51,7 @@ fn round_trip_for_every_algorithm() {
                 exp: 1_800_003_600,
                 sid,
                 pos: p,
+                pri: Default::default(),
             },
             "{alg}"
         );

@@ -1,0 +1,1 @@
+//! Faults: the database killed mid-run and restarted; a fence that times out.
