@@ -1,16 +1,19 @@
-//! `[nats]` (the NATS connection) and the `nats` checkpoint source
-//! (`[projections.NAME.nats]`): raw and validated halves side by side.
+//! `[nats]` (the NATS connection), the `nats` checkpoint source
+//! (`[projections.NAME.nats]`) and the `nats_stream` write fence (a write route's
+//! `fence = { nats_stream, log, fallback }`): raw and validated halves side by side.
 //!
 //! No password in the file: a `url` carrying one is refused (the file is often
 //! checked in); `url_env` names the variable holding a URL that may carry one, and
 //! `credentials_file` names a `.creds` file (JWT and NKey seed).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::collect::Errors;
+use super::positions::RawFence;
 use super::raw::Field;
 use super::ProjectionConfig;
 
@@ -287,6 +290,108 @@ pub fn jetstream_name(
         None => {
             errs.push(key, "missing", format!("set it, e.g. `\"{example}\"`"));
             None
+        }
+    }
+}
+
+/// A validated `fence = { nats_stream = "STREAM", log = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsFenceConfig {
+    pub stream: String,
+    /// The log whose position the stream's last sequence is (a failed fence marks it
+    /// for the primary). Default: the route's `default_log`.
+    pub log: String,
+    /// Default `5s` (as for every fence).
+    pub fallback: Duration,
+}
+
+/// Collects the `nats_stream` fences while the route fences are checked.
+#[derive(Debug)]
+pub struct FenceCheck {
+    has_nats: bool,
+    pub fences: BTreeMap<String, NatsFenceConfig>,
+}
+
+impl FenceCheck {
+    pub fn new(has_nats: bool) -> FenceCheck {
+        FenceCheck {
+            has_nats,
+            fences: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the write route `route`'s fence `p` (`routes[i] (name).fence`), which
+    /// has `nats_stream`; `known_logs` are the logs a projection consumes.
+    pub fn check(
+        &mut self,
+        errs: &mut Errors,
+        p: &str,
+        route: String,
+        raw: RawFence,
+        default_log: Option<String>,
+        known_logs: &[String],
+    ) {
+        for (key, set) in [
+            ("database", raw.database.is_some()),
+            ("query", raw.query.is_some()),
+            ("preset", raw.preset.is_some()),
+            ("schema", raw.schema.is_some()),
+        ] {
+            if set {
+                errs.push(
+                    format!("{p}.{key}"),
+                    format!("`{key}` belongs to a PostgreSQL fence, not a `nats_stream` one"),
+                    format!(
+                        "remove `{key}` (a `nats_stream` fence reads the stream's last sequence)"
+                    ),
+                );
+            }
+        }
+        if !self.has_nats {
+            errs.push(
+                format!("{p}.nats_stream"),
+                "a `nats_stream` fence needs a NATS server",
+                "add `[nats]` with `url = \"nats://127.0.0.1:4222\"` (or `url_env`)",
+            );
+        }
+        let fallback = errs.duration_or(
+            &format!("{p}.fallback"),
+            raw.fallback,
+            super::positions::DEFAULT_FALLBACK,
+            true,
+        );
+        let stream = jetstream_name(errs, &format!("{p}.nats_stream"), raw.nats_stream, "ORDERS");
+        let log = match errs
+            .field::<String>(&format!("{p}.log"), raw.log)
+            .or(default_log)
+        {
+            Some(log) if known_logs.contains(&log) => Some(log),
+            Some(log) => {
+                errs.push(
+                    format!("{p}.log"),
+                    format!("the fence reads log `{log}`, which no projection consumes"),
+                    format!("set `log` to one of {known_logs:?}, or add `{log}` to a projection's `logs`"),
+                );
+                None
+            }
+            None => {
+                errs.push(
+                    format!("{p}.log"),
+                    "a `nats_stream` fence must say which log the stream's sequences are",
+                    "set `log = \"orders\"` in the fence, or `default_log` on the route",
+                );
+                None
+            }
+        };
+        if let (Some(stream), Some(log)) = (stream, log) {
+            self.fences.insert(
+                route,
+                NatsFenceConfig {
+                    stream,
+                    log,
+                    fallback,
+                },
+            );
         }
     }
 }

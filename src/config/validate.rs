@@ -75,6 +75,7 @@ pub fn from_toml(
             sources: raw_sources,
             fences: raw_fences,
             database_names: &raw.database_names,
+            has_nats: nats.is_some(),
         },
         databases,
         &projections,

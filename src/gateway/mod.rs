@@ -128,8 +128,9 @@ impl Gateway {
         })
     }
 
-    /// Uses `nats` for the `nats` sources and `/readyz`.
+    /// Uses `nats` for the `nats` sources, the `nats_stream` fences and `/readyz`.
     pub fn with_nats(mut self, nats: Option<Arc<crate::nats::Nats>>) -> Gateway {
+        self.fences.add_nats(&self.config, nats.as_ref());
         self.nats = nats;
         self
     }
