@@ -12,6 +12,8 @@ mod nats_server;
 mod app;
 #[path = "nats/config.rs"]
 mod config;
+#[path = "nats/source.rs"]
+mod source;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -296,5 +298,46 @@ async fn a_broker_down_at_start_degrades_readyz_and_fails_no_write() {
         .get(&gw.url("/users/a"), &[("consistency-token", &token)])
         .await;
     assert_eq!((r.status, r.text()), (StatusCode::OK, "x".to_string()));
+    gw.stop().await;
+}
+
+/// End to end with a consumer filtered on `users.>` while other writers fill the
+/// stream: the fence's head includes their sequences, and no read waits out
+/// `max_wait`. (nats-server 2.9 also moves a filtered consumer's delivered sequence
+/// past unmatched messages while a pull request waits; `source::a_filtered_consumer_
+/// reaches_the_head_only_through_a_head_read_first` covers the case it does not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_consumer_is_caught_up_to_the_stream_head() {
+    let broker = NatsServer::start();
+    let app = App::start_with(&broker.url(), Some("users.>")).await;
+    let gw = TestGateway::start(common::config(&gateway_toml(&app, &broker.url()), &[])).await;
+    common::wait_until(Duration::from_secs(10), "nats ok in /readyz", || async {
+        readyz_nats(&gw).await == "ok"
+    })
+    .await;
+    // Other writers publish to the same stream all along (bounded: 20 s at most).
+    let noise = {
+        let client = async_nats::connect(broker.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        tokio::spawn(async move {
+            for i in 0..4000 {
+                let ack = js.publish(format!("noise.{i}"), "n".into()).await;
+                let _ = ack.expect("publish").await.expect("PubAck");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let through = Arc::new(Pairs::default());
+    run_pairs("filtered", gw.proxy, gw.proxy, 10, 10, through.clone()).await;
+    noise.abort();
+
+    assert_eq!(Pairs::get(&through.pairs), 100, "{through:?}");
+    assert_eq!(Pairs::get(&through.stale), 0, "{through:?}");
+    assert_eq!(Pairs::get(&through.failed_reads), 0, "{through:?}");
+    assert_eq!(
+        app.primary_reads.load(Ordering::Relaxed),
+        0,
+        "no read waited out max_wait for a sequence the consumer never gets"
+    );
     gw.stop().await;
 }

@@ -98,6 +98,12 @@ async fn serve(router: Router, shutdown: CancellationToken) -> SocketAddr {
 impl App {
     /// Creates the stream and the durable consumer, then starts the services.
     pub async fn start(nats_url: &str) -> App {
+        App::start_with(nats_url, None).await
+    }
+
+    /// [`App::start`] with the stream also taking `noise.>`, and the consumer
+    /// filtered on `filter` when given (e.g. `users.>`).
+    pub async fn start_with(nats_url: &str, filter: Option<&str>) -> App {
         let client = async_nats::connect(nats_url)
             .await
             .expect("connect to NATS");
@@ -105,7 +111,7 @@ impl App {
         let stream = js
             .create_stream(jetstream::stream::Config {
                 name: STREAM.into(),
-                subjects: vec!["users.>".into()],
+                subjects: vec!["users.>".into(), "noise.>".into()],
                 ..Default::default()
             })
             .await
@@ -115,6 +121,7 @@ impl App {
                 durable_name: Some(CONSUMER.into()),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(5),
+                filter_subject: filter.unwrap_or_default().into(),
                 ..Default::default()
             })
             .await
