@@ -66,6 +66,12 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("the request body is larger than {limit} bytes (cache.max_request_body_bytes)")]
     PayloadTooLarge { limit: usize },
+    #[error("projection `{projection}` does not take pushed checkpoints: its `sources` are [{sources}]; add \"push\" to `projections.{projection}.sources` (and reload) to push")]
+    SourceNotEnabled {
+        projection: String,
+        /// The projection's configured sources, comma separated.
+        sources: String,
+    },
     #[error("the config was not reloaded ({} error(s)); the previous config keeps serving", .errors.len())]
     ReloadFailed {
         /// Every problem, each naming the file, the key and the fix.
@@ -84,6 +90,9 @@ impl GatewayError {
             | BadRequest(_)
             | ReloadFailed { .. } => StatusCode::BAD_REQUEST,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The request is well formed and authorized; it conflicts with the
+            // projection's configuration (403 would blame the caller's credentials).
+            SourceNotEnabled { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             HeldReadsFull { .. } | HoldTimeout { .. } | ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -112,6 +121,7 @@ impl GatewayError {
             ShuttingDown => "shutting-down",
             PayloadTooLarge { .. } => "payload-too-large",
             ReloadFailed { .. } => "config-invalid",
+            SourceNotEnabled { .. } => "source-not-enabled",
         }
     }
 
@@ -133,6 +143,7 @@ impl GatewayError {
             ShuttingDown => "Shutting down",
             PayloadTooLarge { .. } => "Request body too large",
             ReloadFailed { .. } => "Config not reloaded",
+            SourceNotEnabled { .. } => "Checkpoint source not enabled",
         }
     }
 
@@ -319,6 +330,14 @@ mod tests {
                 },
                 400,
                 "config-invalid",
+            ),
+            (
+                GatewayError::SourceNotEnabled {
+                    projection: "p".into(),
+                    sources: "redis".into(),
+                },
+                409,
+                "source-not-enabled",
             ),
         ];
         for (err, status, kind) in cases {

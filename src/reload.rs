@@ -7,11 +7,13 @@
 //! A file that does not load, validate or build changes nothing: every error is
 //! logged, counted (`tidemark_config_reloads_total{result="error"}`) and returned.
 //!
-//! What survives a reload: each projection whose logs and instances are unchanged is
-//! kept as the same object (checkpoints, held reads, lag record; see
-//! [`Registry::reloaded`]); a new or changed projection starts afresh and waits for
-//! its sources. The write-through cache is kept. Poll sources restart on the new
-//! config. What a reload cannot change ([`RESTART_ONLY`]): the listeners, their
+//! What survives a reload: each projection whose logs and instances (names and URLs)
+//! are unchanged is kept as the same object (checkpoints, held reads, lag record; see
+//! [`Registry::reloaded`]); a new projection, or one whose logs changed, starts
+//! afresh, and a new or repointed instance starts with no checkpoint: they wait for
+//! their sources (the Redis store is asked to reload its checkpoints at once). Reads
+//! held on a replaced projection are released by its replacement's advances. The
+//! write-through cache is kept. Poll sources restart on the new config. What a reload cannot change ([`RESTART_ONLY`]): the listeners, their
 //! limits, the drain timeout, the store backend, and the cache's size; a change
 //! there is logged and the running value kept.
 
@@ -95,8 +97,11 @@ impl ReloadHandle {
 pub struct ReloadOutcome {
     pub file: PathBuf,
     pub routes: usize,
-    /// Projections that started afresh (new, or their logs or instances changed).
+    /// Projections that started afresh (new, or their logs changed).
     pub fresh_projections: Vec<String>,
+    /// `projection/instance` of the instances that start with no checkpoint in a kept
+    /// projection (new, or repointed to another URL).
+    pub fresh_instances: Vec<String>,
     /// Restart-only keys whose new value was ignored.
     pub ignored: Vec<&'static str>,
 }
@@ -109,6 +114,7 @@ impl ReloadOutcome {
             "file": self.file.display().to_string(),
             "routes": self.routes,
             "fresh_projections": self.fresh_projections,
+            "fresh_instances": self.fresh_instances,
             "ignored_restart_only_keys": self.ignored,
         })
     }
@@ -206,7 +212,7 @@ impl Reloader {
         match &result {
             Ok(o) => {
                 metrics::counter!("tidemark_config_reloads_total", "result" => "ok").increment(1);
-                tracing::info!(file = %o.file.display(), routes = o.routes, fresh_projections = ?o.fresh_projections, "config reloaded");
+                tracing::info!(file = %o.file.display(), routes = o.routes, fresh_projections = ?o.fresh_projections, fresh_instances = ?o.fresh_instances, "config reloaded");
             }
             Err(errors) => {
                 metrics::counter!("tidemark_config_reloads_total", "result" => "error")
@@ -248,7 +254,7 @@ impl Reloader {
                 "this key cannot change on reload; the running value is kept (restart to apply)"
             );
         }
-        let (registry, fresh_projections) = self.registry.load().reloaded(&config);
+        let (registry, fresh) = self.registry.load().reloaded(&config);
         let registry = Arc::new(registry);
         let shared = Shared {
             registry: self.registry.clone(),
@@ -270,11 +276,17 @@ impl Reloader {
         self.polls.cancel();
         self.polls = self.shutdown.child_token();
         spawn_polls(&gateway, &registry, &self.polls);
+        if let Some(store) = &self.store {
+            // New, changed or newly `redis`-fed projections learn Redis's checkpoints
+            // now, not at the next `resync_interval`.
+            store.resync();
+        }
         self.tls.store(tls_config);
         let outcome = ReloadOutcome {
             file: source.path.clone(),
             routes: gateway.config.routes.len(),
-            fresh_projections,
+            fresh_projections: fresh.projections,
+            fresh_instances: fresh.instances,
             ignored,
         };
         self.live

@@ -407,3 +407,168 @@ async fn the_drain_is_capped_at_drain_timeout() {
     );
     view.release();
 }
+
+/// The projection `users` pushed to `users=N` on every instance.
+async fn push(gw: &FileGateway, body: &str) -> common::Resp {
+    http()
+        .put_json(&gw.admin_url("/projections/users/checkpoint"), &[], body)
+        .await
+}
+
+#[tokio::test]
+async fn a_repointed_instance_starts_without_a_checkpoint() {
+    let (commands, view) = upstreams().await;
+    let moved = Upstream::start("moved").await;
+    let gw = FileGateway::start(&config(&commands, &view, "a", ERROR_ON_TIMEOUT), &[]).await;
+    let token = write(&gw).await; // users=1
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = http()
+        .get(&gw.url("/a/1"), &[("consistency-token", &token)])
+        .await;
+    assert_eq!(r.header("consistency-source"), Some("projection"));
+
+    // `view`'s only instance now points at another server, which never reported.
+    gw.write(&config(&commands, &moved, "a", ERROR_ON_TIMEOUT));
+    let r = reload(&gw, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
+    assert_eq!(
+        p["projections"]["users"]["instances"]["default"]["checkpoint"],
+        serde_json::json!({}),
+        "the repointed instance has no checkpoint: {p}"
+    );
+    assert_eq!(r.json()["fresh_projections"], serde_json::json!([]));
+    assert_eq!(
+        r.json()["fresh_instances"],
+        serde_json::json!(["users/default"])
+    );
+
+    // A read needing users=1 is held (not answered by the new server as
+    // `projection`) until the new server reports.
+    let held = tokio::spawn({
+        let url = gw.url("/a/1");
+        async move { http().get(&url, &[("consistency-token", &token)]).await }
+    });
+    wait_until(Duration::from_secs(10), "the read is held", || async {
+        let r = http().get(&gw.admin_url("/projections"), &[]).await;
+        r.json()["held_reads_total"] == 1
+    })
+    .await;
+    assert!(!held.is_finished());
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("released by the new server's report")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("consistency-source"), Some("projection"));
+    assert_eq!(r.header("x-upstream"), Some("moved"));
+}
+
+#[tokio::test]
+async fn a_read_held_before_a_reload_that_changed_its_projection_is_released_by_a_push_after_it() {
+    let (commands, view) = upstreams().await;
+    let gw = FileGateway::start(&config(&commands, &view, "a", ERROR_ON_TIMEOUT), &[]).await;
+    let held = held_read(&gw).await; // needs users=1
+
+    // The projection's logs change: it is replaced by a new one.
+    let changed = config(&commands, &view, "a", ERROR_ON_TIMEOUT)
+        .replace("logs = [\"users\"]", "logs = [\"users\", \"orders\"]");
+    gw.write(&changed);
+    let r = reload(&gw, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["fresh_projections"], serde_json::json!(["users"]));
+    // And again: the generation in between serves nothing and is gone; the read held
+    // on the first one must still be fed.
+    gw.write(&changed.replace("\"orders\"]", "\"orders\", \"audit\"]"));
+    let r = reload(&gw, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["fresh_projections"], serde_json::json!(["users"]));
+
+    assert_eq!(
+        push(&gw, r#"{"users": 1}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held read is released by the push after the reload")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("consistency-source"), Some("projection"));
+
+    // Reads that start after the reload wait on the new projection.
+    let token = write(&gw).await; // users=2
+    assert_eq!(
+        push(&gw, r#"{"users": 2}"#).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = http()
+        .get(&gw.url("/a/1"), &[("consistency-token", &token)])
+        .await;
+    assert_eq!(r.header("consistency-source"), Some("projection"));
+}
+
+#[tokio::test]
+async fn a_push_to_a_projection_without_the_push_source_is_refused_with_409() {
+    let (commands, view) = upstreams().await;
+    let text = config(&commands, &view, "a", ERROR_ON_TIMEOUT).replace(
+        "logs = [\"users\"]",
+        "logs = [\"users\"]\nsources = [\"header\"]",
+    );
+    let gw = FileGateway::start(&text, &[]).await;
+    let r = push(&gw, r#"{"users": 5}"#).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["type"], "urn:tidemark:problem:source-not-enabled");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("projections.users.sources"), "{detail}");
+    // Nothing was applied.
+    let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
+    assert_eq!(
+        p["projections"]["users"]["instances"]["default"]["checkpoint"],
+        serde_json::json!({}),
+        "{p}"
+    );
+}
+
+/// A read service whose every answer carries `Projection-Checkpoint: users=5`.
+async fn reporting_view() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app =
+        axum::Router::new().fallback(|| async { ([("projection-checkpoint", "users=5")], "{}") });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn projection_checkpoint_headers_are_learned_only_with_the_header_source() {
+    let (commands, _) = upstreams().await;
+    let (view_url, _view) = reporting_view().await;
+    for (sources, learned) in [(r#"["push"]"#, None), (r#"["push", "header"]"#, Some(5))] {
+        let unused = Upstream::start("unused").await;
+        let text = config(&commands, &unused, "a", ERROR_ON_TIMEOUT)
+            .replace(
+                "logs = [\"users\"]",
+                &format!("logs = [\"users\"]\nsources = {sources}"),
+            )
+            .replace(&unused.url(), &view_url);
+        let gw = FileGateway::start(&text, &[]).await;
+        let r = http().get(&gw.url("/a/1"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
+        assert_eq!(
+            p["projections"]["users"]["instances"]["default"]["checkpoint"]["users"].as_u64(),
+            learned,
+            "sources = {sources}: {p}"
+        );
+    }
+}

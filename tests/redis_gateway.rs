@@ -7,6 +7,7 @@
 
 mod common;
 mod cqrs;
+mod ops_support;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/runs.rs"]
@@ -345,4 +346,244 @@ async fn fresh_reads_send_no_command_to_redis() {
     let after = count(&mut info).await;
     assert_eq!(reads, 100);
     assert_eq!(after, before, "{reads} fresh reads sent commands to Redis");
+}
+
+/// A gateway run from a config file (so it can reload) on the Redis at `url`: the
+/// ops harness's upstreams, projection `users` with `sources`, and `extra` appended.
+fn file_config(
+    commands: &ops_support::Upstream,
+    view: &ops_support::Upstream,
+    url: &str,
+    sources: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[token]
+secret_file = "@DIR@/k1.secret"
+
+[store]
+backend = "redis"
+redis_url = "{url}"
+connect_timeout = "300ms"
+response_timeout = "300ms"
+resync_interval = "1h"
+
+[upstreams.commands]
+url = "{commands}"
+
+[upstreams.view]
+url = "{view}"
+
+[projections.users]
+logs = ["users"]
+sources = {sources}
+
+[[routes]]
+name = "write-user"
+kind = "write"
+path = "/users/{{id}}"
+upstream = "commands"
+default_log = "users"
+
+[[routes]]
+name = "read-user"
+kind = "read"
+path = "/u/{{id}}"
+upstream = "view"
+projection = "users"
+max_wait = "5s"
+{extra}
+"#,
+        commands = commands.url(),
+        view = view.url(),
+    )
+}
+
+/// The documented projector recipe for `projection` (every instance, one log named
+/// like the projection) with `redis-cli`.
+fn recipe_cli(redis: &RedisServer, projection: &str, position: u64) {
+    let key = format!("tidemark:cp:{{{projection}}}");
+    let position = position.to_string();
+    redis.cli(&[
+        "EVAL",
+        tidemark::store::redis::CHECKPOINT_SCRIPT,
+        "1",
+        &key,
+        "tidemark:checkpoints",
+        projection,
+        "*",
+        projection,
+        &position,
+    ]);
+}
+
+/// `projection`'s checkpoint on `log` for instance `default` (`None`: none).
+async fn file_checkpoint(
+    gw: &ops_support::FileGateway,
+    projection: &str,
+    log: &str,
+) -> Option<u64> {
+    let p = http().get(&gw.admin_url("/projections"), &[]).await.json();
+    p["projections"][projection]["instances"]["default"]["checkpoint"][log].as_u64()
+}
+
+async fn file_store_ok(gw: &ops_support::FileGateway) {
+    wait_until(DEADLINE, "the store is ok", || async {
+        http().get(&gw.admin_url("/readyz"), &[]).await.json()["store"] == "ok"
+    })
+    .await;
+}
+
+/// Serves `users=7` on `GET /cp` (a `poll` source).
+async fn poll_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cp", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/cp", axum::routing::get(|| async { "users=7" }));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_checkpoints_stay_local_when_redis_comes_back_empty() {
+    let mut redis = RedisServer::start();
+    let (commands, view) = (
+        ops_support::Upstream::start("commands").await,
+        ops_support::Upstream::start("view").await,
+    );
+    let (poll_url, _poll) = poll_server().await;
+    let text = file_config(
+        &commands,
+        &view,
+        &redis.url(),
+        r#"["push", "poll", "redis"]"#,
+        "",
+    )
+    .replace(
+        "sources = [\"push\", \"poll\", \"redis\"]",
+        &format!("sources = [\"push\", \"poll\", \"redis\"]\npoll_url = \"{poll_url}\"\npoll_interval = \"50ms\""),
+    );
+    let gw = ops_support::FileGateway::start(&text, &[]).await;
+    file_store_ok(&gw).await;
+    let pushed = http()
+        .put_json(
+            &gw.admin_url("/projections/users/checkpoint"),
+            &[],
+            r#"{"users": 3}"#,
+        )
+        .await;
+    assert_eq!(pushed.status, http::StatusCode::NO_CONTENT);
+    wait_until(DEADLINE, "the poll reports users=7", || async {
+        file_checkpoint(&gw, "users", "users").await == Some(7)
+    })
+    .await;
+
+    // Redis restarts empty: the gateway republishes what it knows from push/redis.
+    redis.restart();
+    let hash = "tidemark:cp:{users}";
+    let fields = || redis.cli(&["HGETALL", hash]);
+    wait_until(DEADLINE, "the gateway republishes", || async {
+        !fields().trim().is_empty()
+    })
+    .await;
+    let all = fields();
+    assert!(
+        !all.lines().any(|l| l.trim() == "7"),
+        "the polled checkpoint stays local, not in Redis: {all}"
+    );
+    assert!(
+        all.lines().any(|l| l.trim() == "3"),
+        "the pushed checkpoint is republished: {all}"
+    );
+    assert_eq!(file_checkpoint(&gw, "users", "users").await, Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_new_projections_checkpoints_from_redis_at_once() {
+    let redis = RedisServer::start();
+    let (commands, view) = (
+        ops_support::Upstream::start("commands").await,
+        ops_support::Upstream::start("view").await,
+    );
+    let base = file_config(&commands, &view, &redis.url(), r#"["redis"]"#, "");
+    let gw = ops_support::FileGateway::start(&base, &[]).await;
+    file_store_ok(&gw).await;
+    // A projector already reported `orders` before the gateway knew the projection.
+    recipe_cli(&redis, "orders", 42);
+
+    let orders = "[projections.orders]\nlogs = [\"orders\"]\nsources = [\"redis\"]\n\n\
+        [[routes]]\nname = \"read-order\"\nkind = \"read\"\npath = \"/o/{id}\"\n\
+        upstream = \"view\"\nprojection = \"orders\"\n";
+    gw.write(&format!("{base}\n{orders}"));
+    let r = http()
+        .send(http::Method::POST, &gw.admin_url("/reload"), &[], "")
+        .await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["fresh_projections"], serde_json::json!(["orders"]));
+    // resync_interval is 1h: only an immediate reload from Redis finds it.
+    wait_until(
+        Duration::from_secs(5),
+        "orders=42 learned from Redis",
+        || async { file_checkpoint(&gw, "orders", "orders").await == Some(42) },
+    )
+    .await;
+}
+
+/// `name{labels}` from a file gateway's `/metrics` (0 when absent).
+async fn metric(gw: &ops_support::FileGateway, series: &str) -> u64 {
+    let text = http().get(&gw.admin_url("/metrics"), &[]).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_updates_for_a_projection_without_the_redis_source_are_ignored() {
+    let redis = RedisServer::start();
+    let (commands, view) = (
+        ops_support::Upstream::start("commands").await,
+        ops_support::Upstream::start("view").await,
+    );
+    // `users` takes pushes only; `orders` (the control) takes Redis.
+    let orders = "[projections.orders]\nlogs = [\"orders\"]\nsources = [\"redis\"]\n\n\
+        [[routes]]\nname = \"read-order\"\nkind = \"read\"\npath = \"/o/{id}\"\n\
+        upstream = \"view\"\nprojection = \"orders\"\n";
+    let text = file_config(&commands, &view, &redis.url(), r#"["push"]"#, orders);
+    let gw = ops_support::FileGateway::start(&text, &[]).await;
+    file_store_ok(&gw).await;
+
+    recipe_cli(&redis, "users", 9);
+    recipe_cli(&redis, "orders", 9);
+    wait_until(DEADLINE, "the control learns orders=9", || async {
+        file_checkpoint(&gw, "orders", "orders").await == Some(9)
+    })
+    .await;
+    // Published before `orders`, so applied (or ignored) by now.
+    assert_eq!(file_checkpoint(&gw, "users", "users").await, None);
+    // A reload re-reads every hash from Redis at once: still ignored.
+    let r = http()
+        .send(http::Method::POST, &gw.admin_url("/reload"), &[], "")
+        .await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    let series = "tidemark_checkpoint_updates_ignored_total{projection=\"users\",source=\"redis\"}";
+    wait_until(DEADLINE, "the ignored update is counted", || async {
+        metric(&gw, series).await >= 1
+    })
+    .await;
+    assert_eq!(file_checkpoint(&gw, "users", "users").await, None);
+
+    // A push is applied locally, and not written through (no gateway reads it there).
+    let pushed = http()
+        .put_json(
+            &gw.admin_url("/projections/users/checkpoint"),
+            &[],
+            r#"{"users": 4}"#,
+        )
+        .await;
+    assert_eq!(pushed.status, http::StatusCode::NO_CONTENT);
+    assert_eq!(file_checkpoint(&gw, "users", "users").await, Some(4));
+    let all = redis.cli(&["HGETALL", "tidemark:cp:{users}"]);
+    assert!(!all.lines().any(|l| l.trim() == "4"), "{all}");
 }

@@ -233,14 +233,35 @@ async fn push_checkpoint(
 ) -> Result<StatusCode, GatewayError> {
     authorize(&s, &headers)?;
     let (projection, index) = target(&s, &name, q.instance.as_deref())?;
+    if !s.gateway.registry.listens(&name, SourceKind::Push) {
+        let sources = s
+            .gateway
+            .config
+            .projections
+            .get(&name)
+            .map(|p| {
+                p.sources
+                    .iter()
+                    .map(|s| format!("{:?}", s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        return Err(GatewayError::SourceNotEnabled {
+            projection: name,
+            sources,
+        });
+    }
     let cp = parse_checkpoint(&body, &projection)?;
     let applied = projection.apply(index, &cp, SourceKind::Push, Instant::now());
     if applied.regressed {
         metrics::counter!("tidemark_checkpoint_regressions_total", "projection" => name.clone())
             .increment(1);
     }
-    if let Some(store) = &s.gateway.store {
-        // Written through so every gateway sees it; a Redis failure still leaves this
+    let shared = s.gateway.registry.listens(&name, SourceKind::Redis);
+    if let (Some(store), true) = (&s.gateway.store, shared) {
+        // Written through (for projections with the `redis` source) so every gateway
+        // sees it; a Redis failure still leaves this
         // gateway's reads released, and the store republishes when Redis returns.
         if let Err(e) = store
             .push_checkpoint(&name, q.instance.as_deref(), &cp)

@@ -18,7 +18,7 @@ pub mod waiters;
 pub mod writes;
 
 pub use projection::{Projection, DEFAULT_INSTANCE};
-pub use registry::{HoldPermit, Registry};
+pub use registry::{Fresh, HoldPermit, Registry};
 pub use sink::RegistrySink;
 pub use waiters::{Wait, Waiter};
 pub use writes::MAX_WRITE_RECORD;

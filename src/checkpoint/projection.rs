@@ -1,11 +1,16 @@
 //! One projection: its instances' checkpoints (monotonic per instance per log), its
 //! held reads, its write-time record and catch-up rates, all behind one mutex so a
 //! coverage check and a waiter's registration can never miss an advance in between.
+//!
+//! A projection a reload replaced keeps serving the reads that started before the
+//! reload; the replacement forwards every advance (and reset) to it, instance by
+//! instance, for each instance whose name and URL the reload kept (see
+//! [`Projection::forward_to`] and [`super::waiters`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +29,10 @@ pub const DEFAULT_INSTANCE: &str = "default";
 pub(crate) struct State {
     /// `checkpoints[instance][log]`; `None`: nothing reported (covers nothing).
     checkpoints: Vec<Vec<Option<u64>>>,
+    /// The same, from the shared sources only (`push` and `redis`): what this gateway
+    /// republishes to a Redis that restarted empty. `header` and `poll` checkpoints
+    /// stay local.
+    shared: Vec<Vec<Option<u64>>>,
     pub(crate) waiters: WaiterIndex,
     writes: WriteRecord,
     rates: Rates,
@@ -46,6 +55,17 @@ pub struct Projection {
     /// the read path loads them without locking or allocating (every read).
     snapshot: arc_swap::ArcSwap<Vec<PositionVector>>,
     pub(crate) held: AtomicUsize,
+    /// Projections this one replaced on a reload whose reads may still be held, with
+    /// the instance mapping (taken only when an advance or reset is forwarded).
+    followers: Mutex<Vec<Follower>>,
+}
+
+/// A projection a reload replaced, fed by its replacement.
+struct Follower {
+    target: Weak<Projection>,
+    /// `instances[i]`: the follower's index of this projection's instance `i`, when
+    /// the reload kept its name and URL.
+    instances: Box<[Option<usize>]>,
 }
 
 impl fmt::Debug for Projection {
@@ -81,6 +101,7 @@ impl Projection {
             log_index,
             state: Arc::new(Mutex::new(State {
                 checkpoints: vec![vec![None; l]; n],
+                shared: vec![vec![None; l]; n],
                 waiters: WaiterIndex::new(n, l),
                 writes: WriteRecord::new(l, MAX_WRITE_RECORD),
                 rates: Rates::new(n, l),
@@ -89,6 +110,7 @@ impl Projection {
             logs: log_names,
             instances,
             held: AtomicUsize::new(0),
+            followers: Mutex::new(Vec::new()),
         }
     }
 
@@ -129,11 +151,37 @@ impl Projection {
             "source" => source.as_str(),
         )
         .increment(1);
-        let targets = match instance {
-            Some(i) if i < self.instances.len() => i..i + 1,
-            Some(_) => return Applied::default(),
-            None => 0..self.instances.len(),
+        let Some(targets) = self.targets(instance) else {
+            return Applied::default();
         };
+        let applied = self.advance(targets.clone(), checkpoint, source, now);
+        if applied.advanced {
+            self.each_follower(targets, |follower, j| {
+                follower.advance(j..j + 1, checkpoint, source, now);
+            });
+        }
+        applied
+    }
+
+    /// The instance indexes `instance` names (`None`: all; `None` when out of range).
+    fn targets(&self, instance: Option<usize>) -> Option<std::ops::Range<usize>> {
+        match instance {
+            Some(i) if i < self.instances.len() => Some(i..i + 1),
+            Some(_) => None,
+            None => Some(0..self.instances.len()),
+        }
+    }
+
+    /// [`apply`](Self::apply) to `targets`, without the count and the forwarding to
+    /// followers (a forwarded report was counted once, and every follower is fed
+    /// directly by the newest projection).
+    fn advance(
+        &self,
+        targets: std::ops::Range<usize>,
+        checkpoint: &PositionVector,
+        source: SourceKind,
+        now: Instant,
+    ) -> Applied {
         let report: Vec<(u32, u64)> = checkpoint
             .iter()
             .filter_map(|(log, pos)| self.log_index.get(log).map(|&l| (l, pos)))
@@ -144,7 +192,17 @@ impl Projection {
         // Every (instance, log) that moved; waiters are woken only after the snapshot
         // shows the new checkpoints, so a released read never sees an older one.
         let mut moved: Vec<(usize, u32)> = Vec::new();
-        for i in targets {
+        let shared = matches!(source, SourceKind::Push | SourceKind::Redis);
+        for i in targets.clone() {
+            if shared {
+                if let Some(cp) = state.shared.get_mut(i) {
+                    for &(log, pos) in &report {
+                        if let Some(slot) = cp.get_mut(log as usize) {
+                            *slot = Some(slot.map_or(pos, |known| known.max(pos)));
+                        }
+                    }
+                }
+            }
             let Some(cp) = state.checkpoints.get_mut(i) else {
                 continue;
             };
@@ -181,23 +239,118 @@ impl Projection {
         applied
     }
 
+    /// Calls `f(follower, its instance index)` for each follower instance mapped from
+    /// one of `targets`; drops the followers that are gone (their gateway finished).
+    fn each_follower(&self, targets: std::ops::Range<usize>, f: impl Fn(&Projection, usize)) {
+        let live: Vec<(Arc<Projection>, Vec<usize>)> = {
+            let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if followers.is_empty() {
+                return;
+            }
+            followers.retain(|f| f.target.strong_count() > 0);
+            followers
+                .iter()
+                .filter_map(|f| {
+                    let target = f.target.upgrade()?;
+                    let mapped = targets
+                        .clone()
+                        .filter_map(|i| f.instances.get(i).copied().flatten())
+                        .collect();
+                    Some((target, mapped))
+                })
+                .collect()
+        };
+        // Outside the lock: no two projections' locks are ever held at once.
+        for (target, instances) in live {
+            for j in instances {
+                f(&target, j);
+            }
+        }
+    }
+
+    /// After a reload replaced `old` with this projection: copies the checkpoints of
+    /// the instances whose name and URL the reload kept (`instances[i]`: `old`'s index
+    /// of this projection's instance `i`), when the logs are the same; and makes every
+    /// later advance or reset here reach `old` too, so the reads held on it (and
+    /// those that start on the replaced config) are released as if it were still
+    /// fed. Call before this projection is shared.
+    pub(crate) fn forward_to(&self, old: &Arc<Projection>, instances: Vec<Option<usize>>) {
+        if old.logs == self.logs {
+            let from = lock(&old.state);
+            let mut to = lock(&self.state);
+            for (i, j) in instances.iter().enumerate() {
+                let Some(j) = *j else { continue };
+                if let (Some(cp), Some(shared)) = (from.checkpoints.get(j), from.shared.get(j)) {
+                    to.checkpoints[i] = cp.clone();
+                    to.shared[i] = shared.clone();
+                }
+            }
+            drop(from);
+            self.publish(&to);
+        }
+        // `old`'s own followers (earlier reloads) are fed directly from here too, so a
+        // replaced generation that finishes first does not cut later ones off.
+        let mut inherited: Vec<Follower> = old
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| f.target.strong_count() > 0)
+            .map(|f| Follower {
+                target: f.target.clone(),
+                instances: instances
+                    .iter()
+                    .map(|j| j.and_then(|j| f.instances.get(j).copied().flatten()))
+                    .collect(),
+            })
+            .collect();
+        inherited.push(Follower {
+            target: Arc::downgrade(old),
+            instances: instances.into_boxed_slice(),
+        });
+        inherited.retain(|f| f.instances.iter().any(Option::is_some));
+        *self.followers.lock().unwrap_or_else(|e| e.into_inner()) = inherited;
+    }
+
     /// Forgets the checkpoint of `instance` (`None`: all), for a rebuilt projection.
     /// Held reads stay held until the instance catches up again (or time out).
     pub fn reset(&self, instance: Option<usize>) {
-        let mut state = lock(&self.state);
-        let n = state.checkpoints.len();
-        let targets = match instance {
-            Some(i) if i < n => i..i + 1,
-            Some(_) => return,
-            None => 0..n,
+        let Some(targets) = self.targets(instance) else {
+            return;
         };
+        self.reset_local(targets.clone());
+        self.each_follower(targets, |follower, j| follower.reset_local(j..j + 1));
+    }
+
+    fn reset_local(&self, targets: std::ops::Range<usize>) {
+        let mut state = lock(&self.state);
         for i in targets {
             if let Some(cp) = state.checkpoints.get_mut(i) {
+                cp.fill(None);
+            }
+            if let Some(cp) = state.shared.get_mut(i) {
                 cp.fill(None);
             }
             state.rates.reset(i);
         }
         self.publish(&state);
+    }
+
+    /// Every instance's checkpoint from the shared sources (`push`, `redis`) only, by
+    /// index: what is republished to Redis.
+    pub fn shared_checkpoints(&self) -> Vec<PositionVector> {
+        let state = lock(&self.state);
+        state
+            .shared
+            .iter()
+            .map(|cp| {
+                self.logs
+                    .iter()
+                    .zip(cp)
+                    .filter_map(|(log, pos)| pos.map(|p| (log.as_str(), p)))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Every instance's checkpoint, by index (logs nothing was reported for are absent).

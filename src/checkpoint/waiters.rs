@@ -10,6 +10,20 @@
 //! under another log `i` does not cover yet. Registration, advances and removal all
 //! run under the projection's one mutex, so no wake is lost between a coverage check
 //! and a registration.
+//!
+//! Across a reload, waiters never move between indexes: a waiter stays in the index
+//! of the projection it registered on until it is woken or dropped, and is woken only
+//! by that projection's own checkpoints (the read then re-checks that projection's
+//! snapshot and is forwarded to an instance of the config it started on). A
+//! projection a reload replaced stays fed: its replacement forwards every advance
+//! and reset to it, for each instance whose name and URL the reload kept, after
+//! releasing its own lock (no code path holds two projections' locks at once, except
+//! [`Projection::forward_to`](super::Projection::forward_to), before the replacement
+//! is shared). So the invariant above holds per index, and a read held before a
+//! reload is released by the first report after it that covers it on a kept
+//! instance. A read whose projection kept no instance (every one repointed) is
+//! answered by `on_timeout` at `max_wait`: the servers it could be forwarded to
+//! report nothing any more.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

@@ -82,7 +82,8 @@ pub trait CheckpointSink: Send + Sync + 'static {
     /// Applies a checkpoint learned from Redis. `instance` `None`: every instance.
     /// Unknown projections or instances are ignored.
     fn apply(&self, projection: &str, instance: Option<&str>, checkpoint: &PositionVector);
-    /// Every checkpoint known locally, as (projection, instance, checkpoint).
+    /// Every checkpoint to republish to a Redis that restarted empty, as (projection,
+    /// instance, checkpoint): those learned from the shared sources (`push`, `redis`).
     fn snapshot(&self) -> Vec<(String, String, PositionVector)>;
     /// The projections whose checkpoints are reloaded from Redis: the configured
     /// projections with the `redis` source. The default derives them from
@@ -142,6 +143,9 @@ pub(crate) struct Inner {
     commands_ok: AtomicBool,
     /// The subscriber connection is up.
     subscribed: AtomicBool,
+    /// Asks the sync task to reload every projection's hash now (after a config
+    /// reload added or changed projections).
+    resync: tokio::sync::Notify,
     bursts: [ErrorBurst; 7],
 }
 
@@ -154,6 +158,7 @@ impl Inner {
             config: config.clone(),
             commands_ok: AtomicBool::new(true),
             subscribed: AtomicBool::new(false),
+            resync: tokio::sync::Notify::new(),
             bursts: Op::ALL.map(|op| ErrorBurst::new(op.label())),
         }
     }
@@ -269,6 +274,14 @@ impl RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.inner.cache_put(key, scope, sid, &entry, ttl).await
+    }
+
+    /// Reloads every projection's checkpoints from Redis now rather than at the next
+    /// `resync_interval` (a config reload calls it for its new or changed
+    /// projections). Returns at once; the sync task does the reload (or, while Redis
+    /// is out of reach, on its next subscribe).
+    pub fn resync(&self) {
+        self.inner.resync.notify_one();
     }
 
     /// True while the last Redis operation (or connection attempt) succeeded and the

@@ -3,8 +3,9 @@
 //!
 //! On every successful (re)subscribe: republish the sink's snapshot (a Redis that
 //! restarted empty learns it again), then reload every projection's hash. Every
-//! `resync_interval`: reload again and `PING` the subscriber (a connection that stopped
-//! answering is replaced). A failed republish or reload is retried soon (50 ms,
+//! `resync_interval`, and at once when asked ([`super::RedisStore::resync`], after a
+//! config reload): reload again; every `resync_interval`, `PING` the subscriber (a
+//! connection that stopped answering is replaced). A failed republish or reload is retried soon (50 ms,
 //! doubling up to 1 s) rather than at the next interval.
 
 use std::sync::atomic::Ordering;
@@ -165,6 +166,7 @@ async fn follow(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return None,
+            _ = inner.resync.notified() => need_reload = true,
             message = messages.next() => match message {
                 Some(message) => apply_message(inner, sink, message.get_payload_bytes()),
                 None => return Some(StoreError::Disconnected),
