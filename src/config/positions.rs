@@ -61,7 +61,7 @@ pub struct RawFence {
     pub log: Field<String>,
     pub schema: Field<String>,
     pub fallback: Field<String>,
-    /// A `nats_stream` fence (see [`super::nats::fence`]).
+    /// A `nats_stream` fence (see [`super::nats::FenceCheck`]).
     pub nats_stream: Field<String>,
 }
 
@@ -478,7 +478,7 @@ pub fn fences(
         };
         let q = query(errs, fields, Use::Fence);
         let database = match database {
-            Some(db) if databases.iter().any(|d| *d == db) => Some(db),
+            Some(db) if databases.contains(&db) => Some(db),
             Some(db) => {
                 errs.push(
                     format!("{p}.database"),

@@ -124,7 +124,7 @@ impl App {
             .route(
                 "/users/{id}",
                 axum::routing::put(
-                    |State(db): State<Arc<Db>>, Path(id): Path<String>, body: String| async move {
+                    move |State(db): State<Arc<Db>>, Path(id): Path<String>, body: String| async move {
                         // One append at a time: the log's order is its commit order.
                         let mut client = db.client.lock().await;
                         let result = match client.as_ref() {
