@@ -196,6 +196,75 @@ fn encode_component(text: &str) -> String {
     out
 }
 
+/// `tidemark checkpoint show`: runs every `postgres` checkpoint source and every
+/// write fence of `config` once and describes what each read, so an operator sees
+/// the wiring before going live. Returns the report and whether every read worked.
+pub async fn show(config: &crate::config::Config) -> (String, bool) {
+    use crate::database::{rows, Databases};
+    let databases = Databases::new(&config.positions.databases);
+    let mut out = String::new();
+    if config.positions.sources.is_empty() && config.positions.fences.is_empty() {
+        out.push_str("no postgres checkpoint source and no fence configured\n");
+    }
+    let mut ok = true;
+    let mut line = |what: String, result: Result<String, String>| match result {
+        Ok(read) => out.push_str(&format!("{what}: {read}\n")),
+        Err(e) => {
+            ok = false;
+            out.push_str(&format!("{what}: FAILED: {e}\n"));
+        }
+    };
+    let read = |db: &str, sql: &crate::database::Sql| {
+        let db = databases.get(db).cloned();
+        let sql = sql.clone();
+        async move {
+            let Some(db) = db else {
+                return Err("no such database".to_string());
+            };
+            let rows = db.query(&sql).await.map_err(|e| error_chain(&e))?;
+            let position = rows::positions(&rows).map_err(|e| e.to_string())?;
+            Ok(if position.is_empty() {
+                "no position yet (no row, or NULL)".to_string()
+            } else {
+                position.to_string()
+            })
+        }
+    };
+    for (projection, source) in &config.positions.sources {
+        let how = source
+            .preset
+            .map_or("query".to_string(), |p| format!("preset {}", p.as_str()));
+        for (instance, db) in &source.targets {
+            let who = instance.as_deref().unwrap_or("every instance");
+            let what = format!("projection {projection} ({who}) checkpoint, database {db}, {how}");
+            line(what, read(db, &source.sql).await);
+        }
+    }
+    for (route, fence) in &config.positions.fences {
+        let how = fence
+            .preset
+            .map_or("query".to_string(), |p| format!("preset {}", p.as_str()));
+        let what = format!(
+            "route {route} fence, database {}, {how} (fallback {})",
+            fence.database,
+            humantime::format_duration(fence.fallback)
+        );
+        line(what, read(&fence.database, &fence.sql).await);
+    }
+    (out, ok)
+}
+
+/// An error and its sources, `: `-joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,10 @@
 //!
 //! The order of the steps ([`decide`]):
 //! 1. `eventual`: forward to the least-outstanding instance (source `projection`).
-//! 2. `strong`: the primary (`NoPrimary` without one).
-//!    Step 2b, `pinned` (the token marks one of the projection's logs for the
-//!    primary: a write whose fence failed, until the fence's `fallback` has passed):
-//!    the primary; without one no instance can be trusted, so hold, then
-//!    `on_timeout`.
+//! 2. `strong`: the primary (`NoPrimary` without one). Then `pinned` (the token
+//!    marks one of the projection's logs for the primary: a write whose fence
+//!    failed, until the fence's `fallback` has passed): the primary; without one no
+//!    instance can be trusted, so hold, then `on_timeout`.
 //! 3. Nothing required: least-outstanding instance.
 //! 4. Instances covering `required`: the least-outstanding of them.
 //! 5. The cache: look it up (a non-empty token requirement, not looked up yet), or
@@ -530,11 +529,8 @@ mod tests {
                 prop_assert!(decision != Hold);
             }
             if pinned && level == Session {
-                let trusted_projection = matches!(
-                    decision,
-                    Forward { source: Source::Projection, .. } | AnswerFromCache
-                );
-                prop_assert!(!trusted_projection, "a pinned session read {:?}", decision);
+                let trusted = matches!(decision, Forward { source: Source::Projection, .. } | AnswerFromCache);
+                prop_assert!(!trusted, "a pinned read was answered from the projection or cache");
             }
         }
     }

@@ -18,7 +18,8 @@
 //! - [`nats`]: the NATS connection (`[nats]`) of the `nats` checkpoint source.
 //! - [`database`]: PostgreSQL pools (`[databases.NAME]`) for the `postgres` source and fences.
 //! - [`admin`]: the admin listener.
-//! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API).
+//! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API) and
+//!   `checkpoint show` (runs every postgres source and fence once).
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
 //! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.

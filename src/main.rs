@@ -82,6 +82,13 @@ enum CheckpointCommand {
         /// The checkpoint: `users=1234,orders=88`, or `1234` for a one-log projection.
         position: String,
     },
+    /// Run every `postgres` checkpoint source and write fence of a config once and
+    /// print what each read (exit 1 if any failed).
+    Show {
+        /// The gateway's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +229,24 @@ fn main() -> ExitCode {
                     eprintln!("tidemark checkpoint push: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Show { config },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (report, ok) = runtime().block_on(tidemark::cli_checkpoint::show(&config));
+            print!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

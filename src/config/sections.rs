@@ -360,14 +360,15 @@ mod tests {
     fn known_key_lists_match_the_structs() {
         fn all(keys: &[&str]) -> String {
             keys.iter()
-                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls"))
+                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls" | "postgres" | "fence"))
                 .map(|k| format!("{k} = 0\n"))
                 .collect()
         }
         let text = format!(
             "[server]\n{}[server.tls]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
-             [upstreams.u]\n{}[projections.p]\n{}[token]\n{}[[token.verify_keys]]\n{}\
-             [[routes]]\n{}[routes.cache]\n{}",
+             [upstreams.u]\n{}[projections.p]\n{}[projections.p.postgres]\n{}[token]\n{}\
+             [[token.verify_keys]]\n{}[databases.d]\n{}\
+             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}",
             all(keys::SERVER),
             all(keys::SERVER_TLS),
             all(keys::HEADERS),
@@ -376,15 +377,21 @@ mod tests {
             all(keys::CACHE),
             all(keys::UPSTREAM),
             all(keys::PROJECTION),
+            all(super::super::positions::SOURCE_KEYS),
             all(keys::TOKEN),
             all(keys::VERIFY_KEY),
+            all(super::super::databases::KEYS),
             all(keys::ROUTE),
             all(keys::ROUTE_CACHE),
+            all(super::super::positions::FENCE_KEYS),
         );
         let (raw, errors) = read(&text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(raw.routes.len(), 1);
         assert!(raw.routes[0].as_ref().unwrap().cache.is_some());
+        assert!(raw.routes[0].as_ref().unwrap().fence.is_some());
+        assert!(raw.projections["p"].postgres.is_some());
+        assert!(raw.databases.contains_key("d"));
         assert_eq!(raw.token.verify_keys.len(), 1);
     }
 

@@ -30,6 +30,7 @@ upstream = "commands"
 fence = {{ database = "app", {fence} }}
 [[routes]]
 name = "read"
+kind = "read"
 path = "/users/{{id}}"
 upstream = "view"
 projection = "users"

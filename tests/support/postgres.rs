@@ -24,15 +24,10 @@ use std::time::{Duration, Instant};
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
-/// The directory holding `initdb`, `postgres`, `pg_basebackup`, `psql`, `pg_isready`.
-pub fn bin_dir() -> PathBuf {
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
-                return dir;
-            }
-        }
-    }
+/// The path of a PostgreSQL binary: the newest `/usr/lib/postgresql/*/bin` (Debian's
+/// layout, where all of them are), else `PATH` (some systems link only a few, such
+/// as `initdb` and `pg_ctl`, into `/usr/local/bin`).
+pub fn bin(name: &str) -> PathBuf {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -40,14 +35,21 @@ pub fn bin_dir() -> PathBuf {
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
+            bin.join(name).is_file().then_some((version, bin))
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .map(|(_, bin)| bin)
-        .expect("PostgreSQL binaries not found on PATH or under /usr/lib/postgresql/*/bin (install Debian's `postgresql`)")
+    if let Some((_, dir)) = found.pop() {
+        return dir.join(name);
+    }
+    std::env::var("PATH")
+        .ok()
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("PostgreSQL's `{name}` not found under /usr/lib/postgresql/*/bin or on PATH (install Debian's `postgresql`)"))
 }
 
 fn is_root() -> bool {
@@ -60,7 +62,7 @@ fn is_root() -> bool {
 
 /// A command for a server binary, as the `postgres` user when we are root.
 fn server_command(bin: &str) -> Command {
-    let path = bin_dir().join(bin);
+    let path = self::bin(bin);
     if is_root() {
         let mut c = Command::new("setpriv");
         c.args([
@@ -246,7 +248,7 @@ impl Postgres {
 
     /// `pg_isready` says the server accepts connections.
     pub fn is_ready(&self) -> bool {
-        Command::new(bin_dir().join("pg_isready"))
+        Command::new(bin("pg_isready"))
             .args([
                 "-q",
                 "-h",
@@ -278,7 +280,7 @@ impl Postgres {
     /// Runs SQL with `psql` (stops at the first error) and returns the unaligned,
     /// tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
-        let mut c = Command::new(bin_dir().join("psql"));
+        let mut c = Command::new(bin("psql"));
         c.args([
             "-h",
             "127.0.0.1",
