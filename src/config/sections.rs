@@ -360,7 +360,12 @@ mod tests {
     fn known_key_lists_match_the_structs() {
         fn all(keys: &[&str]) -> String {
             keys.iter()
-                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls" | "postgres" | "fence"))
+                .filter(|k| {
+                    !matches!(
+                        **k,
+                        "verify_keys" | "cache" | "tls" | "postgres" | "fence" | "nats"
+                    )
+                })
                 .map(|k| format!("{k} = 0\n"))
                 .collect()
         }
@@ -368,7 +373,8 @@ mod tests {
             "[server]\n{}[server.tls]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
              [upstreams.u]\n{}[projections.p]\n{}[projections.p.postgres]\n{}[token]\n{}\
              [[token.verify_keys]]\n{}[databases.d]\n{}\
-             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}",
+             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}\
+             [projections.p.nats]\n{}[nats]\n{}",
             all(keys::SERVER),
             all(keys::SERVER_TLS),
             all(keys::HEADERS),
@@ -384,6 +390,8 @@ mod tests {
             all(keys::ROUTE),
             all(keys::ROUTE_CACHE),
             all(super::super::positions::FENCE_KEYS),
+            all(super::super::nats::SOURCE_KEYS),
+            all(super::super::nats::KEYS),
         );
         let (raw, errors) = read(&text);
         assert!(errors.is_empty(), "{errors:?}");
@@ -391,6 +399,8 @@ mod tests {
         assert!(raw.routes[0].as_ref().unwrap().cache.is_some());
         assert!(raw.routes[0].as_ref().unwrap().fence.is_some());
         assert!(raw.projections["p"].postgres.is_some());
+        assert!(raw.projections["p"].nats.is_some());
+        assert!(raw.nats.is_some());
         assert!(raw.databases.contains_key("d"));
         assert_eq!(raw.token.verify_keys.len(), 1);
     }
