@@ -42,17 +42,23 @@ pub enum GatewayError {
         waited: Duration,
         retry_after: Duration,
     },
-    #[error("upstream {upstream:?} refused the connection or could not be reached: {source}")]
+    #[error("upstream {upstream:?} (instance {instance:?}) refused the connection or could not be reached: {source}")]
     UpstreamConnect {
         upstream: String,
+        instance: String,
         #[source]
         source: crate::proxy::BoxError,
     },
-    #[error("upstream {upstream:?} sent no response within {after:?}")]
-    UpstreamTimeout { upstream: String, after: Duration },
-    #[error("upstream {upstream:?} failed: {source}")]
+    #[error("upstream {upstream:?} (instance {instance:?}) sent no response within {after:?}")]
+    UpstreamTimeout {
+        upstream: String,
+        instance: String,
+        after: Duration,
+    },
+    #[error("upstream {upstream:?} (instance {instance:?}) failed: {source}")]
     Upstream {
         upstream: String,
+        instance: String,
         #[source]
         source: crate::proxy::BoxError,
     },
@@ -200,6 +206,8 @@ impl GatewayError {
         }
         if let Some(after) = self.retry_after() {
             body.insert("retry_after_seconds".into(), json!(retry_secs(after)));
+            // The estimate itself; the header and `retry_after_seconds` round it up.
+            body.insert("retry_after_ms".into(), json!(after.as_millis() as u64));
         }
         Value::Object(body)
     }
@@ -294,6 +302,7 @@ mod tests {
             (
                 GatewayError::UpstreamConnect {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     source: boxed(),
                 },
                 502,
@@ -302,6 +311,7 @@ mod tests {
             (
                 GatewayError::UpstreamTimeout {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     after: Duration::from_secs(1),
                 },
                 504,
@@ -310,6 +320,7 @@ mod tests {
             (
                 GatewayError::Upstream {
                     upstream: "u".into(),
+                    instance: "a".into(),
                     source: boxed(),
                 },
                 502,
@@ -366,5 +377,20 @@ mod tests {
         assert_eq!(body["required"], json!({"users": 10}));
         assert_eq!(body["checkpoint"], json!({"users": 7}));
         assert_eq!(body["retry_after_seconds"], 2);
+        assert_eq!(body["retry_after_ms"], 1500);
+    }
+
+    #[tokio::test]
+    async fn a_fraction_of_a_second_rounds_up_to_one_not_more() {
+        let e = GatewayError::HoldTimeout {
+            projection: "p".into(),
+            required: PositionVector::parse("a=2", None).unwrap(),
+            checkpoint: PositionVector::parse("a=1", None).unwrap(),
+            waited: Duration::from_millis(200),
+            retry_after: Duration::from_millis(300),
+        };
+        let (_, headers, body) = render(e).await;
+        assert_eq!(headers[RETRY_AFTER], "1");
+        assert_eq!(body["retry_after_ms"], 300);
     }
 }

@@ -18,6 +18,8 @@
 //! Ties between equally loaded instances rotate by `tie_break`. A projection without
 //! instances (the registry never builds one) can only be answered by the primary.
 
+pub mod retry;
+
 use crate::config::OnTimeout;
 use crate::position::PositionVector;
 

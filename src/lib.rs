@@ -1,7 +1,8 @@
 //! tidemark: a read-your-writes consistency gateway.
 //!
 //! Module map (request flow in `../shared/ARCHITECTURE.md`):
-//! - [`config`]: TOML -> raw structs -> validated [`config::Config`] (all errors at once).
+//! - [`config`]: TOML -> raw structs -> validated [`config::Config`] (all errors at once);
+//!   `config::lint`: warnings on a valid config (`tidemark check`, start-up).
 //! - [`position`]: position vectors (parse, format, covers, merge).
 //! - [`route`]: the route table (file order, matchit patterns) and cache-key templates.
 //! - [`token`]: version tokens (JWT), key ring, header/cookie extraction.
@@ -23,7 +24,8 @@
 //! - [`server`]: the listener loop (limits, TLS via [`tls`], bounded drain).
 //! - [`reload`]: config reload (`POST /reload`, SIGHUP): build new, then swap.
 //! - [`error`]: errors -> problem+json.
-//! - [`telemetry`]: logging, the Prometheus recorder, process metrics, recent timeouts.
+//! - [`telemetry`]: logging (rate-limited lines, the access log), the Prometheus
+//!   recorder, process metrics, recent timeouts, per-route figures for the status page.
 //! - [`demo`]: the example backend behind `tidemark demo`, tests and load tests.
 
 pub mod admin;
@@ -114,6 +116,28 @@ pub enum ServeError {
     Start(Vec<String>),
     #[error(transparent)]
     Nats(#[from] nats::NatsError),
+}
+
+/// Builds, without serving, what [`serve`] builds from a validated config and can
+/// fail on (the key ring from its variables and files, the route table, the TLS
+/// files): every error, as [`ServeError::Start`] would list them. `tidemark check`
+/// runs it so that it fails wherever `tidemark run` would.
+pub fn preflight(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    if let Err(e) = token::KeyRing::from_config(&config.token) {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = route::RouteTable::new(&config.routes) {
+        errors.push(gateway::BuildError::Routes(e).to_string());
+    }
+    if let Some(Err(e)) = config.server.tls.as_ref().map(tls::load) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// What [`serve_with`] adds to [`serve`].
@@ -223,6 +247,7 @@ pub async fn serve_with(
         name,
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
         max_headers: config.server.max_headers,
         max_header_bytes: config.server.max_header_bytes,
         drain_timeout: config.server.drain_timeout,

@@ -129,15 +129,26 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            for warning in tidemark::config::lint::warnings(&config) {
+                tracing::warn!("{warning}");
+            }
             runtime().block_on(run(config, path))
         }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", tidemark::config::validate::describe_routes(&c));
-                if let Err(e) = tidemark::token::KeyRing::from_config(&c.token) {
-                    eprintln!("warning: {e}");
+                for warning in tidemark::config::lint::warnings(&c) {
+                    eprintln!("warning: {warning}");
                 }
-                ExitCode::SUCCESS
+                // What `run` builds after validation (keys, route table, TLS files):
+                // `check` fails wherever `run` would refuse to start.
+                match tidemark::preflight(&c) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(errors) => {
+                        eprintln!("{}", tidemark::ServeError::Start(errors));
+                        ExitCode::from(2)
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -195,11 +206,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            println!(
-                "{}",
-                tidemark::token::inspect(&token, ring.as_ref(), SystemTime::now())
-            );
-            ExitCode::SUCCESS
+            let now = SystemTime::now();
+            println!("{}", tidemark::token::inspect(&token, ring.as_ref(), now));
+            use tidemark::token::Verdict;
+            match tidemark::token::verdict(&token, ring.as_ref(), now) {
+                Verdict::Verified | Verdict::Decoded => ExitCode::SUCCESS,
+                Verdict::NotVerified | Verdict::NotJwt => ExitCode::FAILURE,
+            }
         }
         Command::Checkpoint {
             command:

@@ -41,6 +41,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.admin_listen",
     "server.max_connections",
     "server.header_read_timeout",
+    "server.idle_timeout",
     "server.max_headers",
     "server.max_header_bytes",
     "server.drain_timeout",
@@ -357,6 +358,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         old.header_read_timeout,
         s.header_read_timeout
     );
+    keep!("server.idle_timeout", old.idle_timeout, s.idle_timeout);
     keep!("server.max_headers", old.max_headers, s.max_headers);
     keep!(
         "server.max_header_bytes",

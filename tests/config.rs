@@ -121,7 +121,9 @@ fn the_spec_example_loads_with_defaults_filled_in() {
     assert_eq!(commands.instances.len(), 1);
     assert_eq!(commands.instances[0].name, "default");
     assert_eq!(commands.instances[0].url, "http://127.0.0.1:7001/");
-    assert_eq!(commands.connect_timeout, Duration::from_secs(1));
+    assert_eq!(commands.connect_timeout, Duration::from_secs(3));
+    assert_eq!(commands.eject_for, Duration::from_secs(5));
+    assert!(commands.ca_file.is_none());
     assert_eq!(commands.timeout, Duration::from_secs(30));
     assert_eq!(commands.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(commands.pool_max_idle, 64);
@@ -278,7 +280,7 @@ header_read_timeout = "soon"
 backend = "redis"
 
 [upstreams.cmd]
-url = "https://cmd.internal"
+url = "ftp://cmd.internal"
 
 [upstreams.view]
 instances = { a = "http://127.0.0.1:7002", b = "http://127.0.0.1:7003" }
@@ -340,7 +342,7 @@ fn every_error_kind_is_reported_in_one_run() {
         ("server.max_held_reads", "at least 1"),
         ("server.header_read_timeout", "not a duration"),
         ("store.redis_url", "needs a server"),
-        ("upstreams.cmd.url", "https"),
+        ("upstreams.cmd.url", "ftp"),
         ("projections.pv.sources[1]", "unknown source"),
         ("routes[0] (read-nothing).projection", "needs a projection"),
         (

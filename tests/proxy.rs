@@ -361,11 +361,16 @@ async fn streaming_upstream() -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsi
     (addr, release, accepted)
 }
 
-/// `tidemark_upstream_queued_requests{upstream="capped"}` from the admin listener.
+/// `tidemark_upstream_queued_requests{upstream="capped",instance="default"}` from the
+/// admin listener.
 async fn queued(gw: &TestGateway) -> f64 {
     let text = http().get(&gw.admin_url("/metrics"), &[]).await.text();
     text.lines()
-        .find_map(|l| l.strip_prefix("tidemark_upstream_queued_requests{upstream=\"capped\"} "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "tidemark_upstream_queued_requests{upstream=\"capped\",instance=\"default\"} ",
+            )
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no queued gauge for `capped`:\n{text}"))
 }

@@ -43,6 +43,49 @@ fn chromium() -> std::path::PathBuf {
 /// time, and returns the serialized DOM. The browser is killed if it overruns
 /// [`BROWSER_DEADLINE`] (and whenever this future is dropped).
 async fn dump_dom(url: &str, budget_ms: u32) -> String {
+    let out = browse(url, budget_ms, &["--dump-dom".to_string()]).await;
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains("</html>"), "no DOM dumped");
+    dom
+}
+
+/// The viewport of [`dump_dom_sized`] and [`screenshot`]: a common laptop screen.
+const VIEWPORT: (u32, u32) = (1280, 900);
+
+/// [`dump_dom`] in a [`VIEWPORT`]-sized window at one device pixel per CSS pixel.
+async fn dump_dom_sized(url: &str, budget_ms: u32) -> String {
+    let out = browse(url, budget_ms, &sized(&["--dump-dom".to_string()])).await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A PNG screenshot of the page in a [`VIEWPORT`]-sized window after `budget_ms`.
+async fn screenshot(url: &str, budget_ms: u32) -> png::Reader<std::io::Cursor<Vec<u8>>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.png");
+    browse(
+        url,
+        budget_ms,
+        &sized(&[format!("--screenshot={}", file.display())]),
+    )
+    .await;
+    let bytes = std::fs::read(&file).expect("chromium wrote the screenshot");
+    png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .expect("a PNG")
+}
+
+fn sized(args: &[String]) -> Vec<String> {
+    let mut out = vec![
+        format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1),
+        "--force-device-scale-factor=1".to_string(),
+        "--hide-scrollbars".to_string(),
+    ];
+    out.extend_from_slice(args);
+    out
+}
+
+/// Runs headless chromium on `url` with `args`; returns its output once it exits.
+async fn browse(url: &str, budget_ms: u32, args: &[String]) -> std::process::Output {
     let profile = tempfile::tempdir().expect("a temporary profile directory");
     let child = tokio::process::Command::new(chromium())
         .args([
@@ -57,7 +100,7 @@ async fn dump_dom(url: &str, budget_ms: u32) -> String {
             "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
+        .args(args)
         .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(url)
         .stdin(Stdio::null())
@@ -70,14 +113,13 @@ async fn dump_dom(url: &str, budget_ms: u32) -> String {
         .await
         .expect("chromium dumps the DOM within the deadline")
         .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.success() && dom.contains("</html>"),
+        out.status.success(),
         "chromium failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    dom
+    out
 }
 
 /// The value of attribute `attr` on the element whose `id` is `id`.
@@ -235,4 +277,129 @@ fn the_script_writes_text_never_markup() {
     ] {
         assert!(!script.contains(sink), "page.js uses {sink}");
     }
+}
+
+/// `left,top,width,height` the page recorded on an element (`data-rect`).
+fn rect(dom: &str, id: &str) -> [u32; 4] {
+    let text = attribute(dom, id, "data-rect").unwrap_or_else(|| panic!("no data-rect on #{id}"));
+    let v: Vec<u32> = text.split(',').map(|n| n.parse().unwrap()).collect();
+    [v[0], v[1], v[2], v[3]]
+}
+
+/// The per-route table, times with their zone, and charts as wide as the page: the
+/// DOM says what is drawn and where, the screenshot shows it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_table_time_zones_and_full_width_charts() {
+    chromium();
+    let gw = TestGateway::start(config(&gateway_toml(backend().await), &[])).await;
+    let w = http()
+        .send(Method::PUT, &gw.url("/users/1"), &[], "{}")
+        .await;
+    let token = w.header("consistency-token").unwrap().to_string();
+    // Three reads time out (nothing pushed), then one is answered by the projection.
+    for _ in 0..3 {
+        let r = http()
+            .get(&gw.url("/users/1"), &[("consistency-token", &token)])
+            .await;
+        assert_eq!(r.status, 503);
+    }
+    push(&gw, 1).await;
+    let r = http()
+        .get(&gw.url("/users/1"), &[("consistency-token", &token)])
+        .await;
+    assert_eq!(r.header("consistency-source"), Some("projection"));
+
+    let url = gw.admin_url("/");
+    let dom = dump_dom_sized(&url, 2500).await;
+    let routes = inner(&dom, "tbody", "routes");
+    let row = &routes[routes
+        .find("data-route=\"read-quick\"")
+        .expect("a row per route")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cells: Vec<&str> = row
+        .split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').unwrap() + 1..];
+            &c[..c.find("</td>").unwrap()]
+        })
+        .collect();
+    // route, kind, requests, projection, cache, primary, stale, p50, p99, max_wait,
+    // timeouts/min, timeouts, 4xx, 5xx
+    assert_eq!(cells[0], "read-quick", "{cells:?}");
+    assert_eq!(cells[2], "4", "requests: {cells:?}");
+    assert_eq!(cells[3], "1", "answered by the projection: {cells:?}");
+    assert_eq!(cells[9], "20", "max_wait in ms: {cells:?}");
+    assert_eq!(cells[10], "3", "timeouts in the last minute: {cells:?}");
+    assert_eq!(cells[11], "3", "timeouts: {cells:?}");
+    assert_eq!(cells[13], "3", "5xx: {cells:?}");
+    assert!(
+        cells[8].parse::<f64>().unwrap() >= 20.0,
+        "p99 of the waits: {cells:?}"
+    );
+    assert!(
+        row.contains("class=\"num over\""),
+        "the p99 above max_wait is flagged: {row}"
+    );
+    assert!(routes.contains("data-route=\"write-user\""), "{routes}");
+
+    // Times carry their zone (the browser's; headless chromium runs in the machine's).
+    let updated = inner(&dom, "b", "updated");
+    let zone = inner(&dom, "span", "tz");
+    assert!(!zone.is_empty() && zone != "your time zone", "{zone}");
+    assert!(
+        updated.contains(char::is_alphabetic) || updated.contains('+') || updated.contains("GMT"),
+        "the time names its zone: {updated}"
+    );
+    let year = &humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..4];
+    assert!(updated.contains(year), "with the date: {updated}");
+
+    // The charts use the page's width: the viewport less the body's margins.
+    let html = &dom[dom.find("<html").unwrap()..];
+    let html = &html[..html.find('>').unwrap()];
+    let viewport: u32 = html
+        .split("data-viewport=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .expect("the page recorded the viewport")
+        .parse()
+        .unwrap();
+    assert_eq!(viewport, VIEWPORT.0);
+    let [left, top, width, height] = rect(&dom, "lag-chart");
+    assert!(
+        width as f64 >= 0.9 * viewport as f64,
+        "the lag chart is {width} px wide in a {viewport} px viewport"
+    );
+    let [_, _, table_width, table_height] = rect(&dom, "routes-table");
+    assert!(table_width as f64 >= 0.9 * viewport as f64 && table_height > 30);
+
+    // The screenshot: the chart's border is drawn across that width at that place.
+    let mut reader = screenshot(&url, 2500).await;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    assert_eq!(
+        (info.width, info.height),
+        VIEWPORT,
+        "one pixel per CSS pixel"
+    );
+    let channels = info.color_type.samples();
+    let pixel = |x: u32, y: u32| {
+        let i = (y as usize * info.width as usize + x as usize) * channels;
+        [buf[i], buf[i + 1], buf[i + 2]]
+    };
+    assert!(
+        top + height < VIEWPORT.1,
+        "the chart is in the first screen"
+    );
+    // #e4e7ee is the chart's border; the page around it is #fbfbfd.
+    let border = [0xe4, 0xe7, 0xee];
+    let drawn = (left..left + width)
+        .filter(|&x| pixel(x, top) == border)
+        .count();
+    assert!(
+        drawn as f64 >= 0.95 * width as f64,
+        "the chart's top border spans its {width} px: {drawn} px drawn at y={top}"
+    );
+    assert_ne!(pixel(left.saturating_sub(4), top + height / 2), border);
+    gw.stop().await;
 }

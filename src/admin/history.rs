@@ -28,6 +28,9 @@ pub struct Sample {
     pub lag: BTreeMap<String, f64>,
     /// Held reads, by projection.
     pub held: BTreeMap<String, u64>,
+    /// Hold timeouts so far (since the last start or reload), by route: the page's
+    /// timeouts per minute are the differences.
+    pub timeouts: BTreeMap<String, u64>,
 }
 
 impl Sample {
@@ -42,10 +45,18 @@ impl Sample {
                 lag.insert(series_name(p.name(), instance), l.as_secs_f64());
             }
         }
+        let timeouts = match gateway.route_stats() {
+            Value::Array(routes) => routes
+                .iter()
+                .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["timeouts"].as_u64()?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         Sample {
             at_unix_ms: unix_ms(SystemTime::now()),
             lag,
             held,
+            timeouts,
         }
     }
 }
@@ -87,7 +98,8 @@ impl History {
     }
 
     /// The samples as columns, `extra` (the current figures) appended:
-    /// `{"interval_ms", "t": [..], "lag": {series: [..]}, "held": {projection: [..]}}`.
+    /// `{"interval_ms", "t": [..], "lag": {series: [..]}, "held": {projection: [..]},
+    /// "timeouts": {route: [..]}}`.
     /// A series absent from a sample (an instance added by a reload) is `null` there.
     pub fn columns(&self, extra: Option<Sample>) -> Value {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,11 +117,18 @@ impl History {
         };
         let lag = column(&|s| s.lag.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
         let held = column(&|s| s.held.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
+        let timeouts = column(&|s| {
+            s.timeouts
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect()
+        });
         json!({
             "interval_ms": SAMPLE_INTERVAL.as_millis() as u64,
             "t": t,
             "lag": lag,
             "held": held,
+            "timeouts": timeouts,
         })
     }
 }
@@ -146,6 +165,7 @@ mod tests {
             at_unix_ms: at,
             lag: lag.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             held: BTreeMap::from([("p".to_string(), at)]),
+            timeouts: BTreeMap::from([("r".to_string(), at * 2)]),
         }
     }
 
@@ -160,6 +180,7 @@ mod tests {
         assert_eq!(c["lag"]["p/a"], json!([1.0, 1.5, null]));
         assert_eq!(c["lag"]["p/b"], json!([null, 0.0, 2.0]));
         assert_eq!(c["held"]["p"], json!([2, 3, 4]));
+        assert_eq!(c["timeouts"]["r"], json!([4, 6, 8]));
         assert_eq!(c["interval_ms"], json!(1000));
     }
 }

@@ -59,11 +59,65 @@
     $("held-total").textContent = data.held_reads_total;
   }
 
+  // A date and time with its time zone: `2026-11-29, 14:03:12 UTC`.
+  const TIME_FORMAT = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
+  function when(ms) {
+    return TIME_FORMAT.format(new Date(ms));
+  }
+
+  // Hold timeouts in the last minute: the route's counter now minus a minute ago
+  // (or the oldest sample); a drop (a reload restarted the counters) counts from 0.
+  function perMinute(times, counts) {
+    if (!times || !counts || !times.length) return 0;
+    const last = counts[counts.length - 1];
+    if (typeof last !== "number") return 0;
+    const since = times[times.length - 1] - 60000;
+    let base = last;
+    for (let i = 0; i < times.length; i++) {
+      if (times[i] >= since && typeof counts[i] === "number") { base = counts[i]; break; }
+    }
+    return last >= base ? last - base : last;
+  }
+
+  function ms(v) {
+    return typeof v === "number" ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : "–";
+  }
+
+  function renderRoutes(data) {
+    const hist = data.history || {};
+    const rows = (data.routes || []).map((r) => {
+      const src = r.sources || {};
+      const read = r.kind === "read";
+      const perMin = read ? perMinute(hist.t, (hist.timeouts || {})[r.name]) : "";
+      const tr = row([
+        [r.name], [r.kind], [r.requests, "num"],
+        [read ? src.projection : "", "num"], [read ? src.cache : "", "num"],
+        [read ? src.primary : "", "num"], [read ? src.stale : "", "num"],
+        [read ? ms(r.wait_p50_ms) : "", "num"], [read ? ms(r.wait_p99_ms) : "", "num"],
+        [read ? r.max_wait_ms : "", "num"], [perMin, "num"], [read ? r.timeouts : "", "num"],
+        [r.client_errors, "num"], [r.server_errors, "num"],
+      ]);
+      tr.dataset.route = r.name;
+      if (read) {
+        const over = (v) => typeof v !== "number" || v > r.max_wait_ms;
+        if (r.reads_timed && over(r.wait_p50_ms)) tr.children[7].classList.add("over");
+        if (r.reads_timed && over(r.wait_p99_ms)) tr.children[8].classList.add("over");
+      }
+      return tr;
+    });
+    if (!rows.length) rows.push(row([["no routes configured", "empty"]]));
+    $("routes").replaceChildren(...rows);
+    $("routes-table").dataset.rect = rect($("routes-table"));
+  }
+
   function renderTimeouts(data) {
     const t = data.timeouts || { total: 0, recent: [] };
     $("timeouts-total").textContent = t.total;
     const rows = (t.recent || []).slice().reverse().map((e) => row([
-      [new Date(e.at_unix_ms).toLocaleTimeString()], [e.route], [e.projection], [e.action],
+      [when(e.at_unix_ms)], [e.route], [e.projection], [e.action],
       [Number(e.waited_ms).toFixed(1), "num"],
     ]));
     if (!rows.length) rows.push(row([["none", "empty"]]));
@@ -71,8 +125,21 @@
   }
 
   // Draws `series` ({name: [value|null, ...]} aligned with `times`) into `chart`.
+  // `left,top,width,height` of an element in page pixels (for tests and screenshots).
+  function rect(e) {
+    const r = e.getBoundingClientRect();
+    return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]
+      .map(Math.round).join(",");
+  }
+
+  // The chart's coordinates are its on-screen pixels (the viewBox follows the
+  // element's width), so it spans the page without stretching its text.
   function drawChart(chart, legend, times, series, format, integer) {
-    const [w, h] = chart.getAttribute("viewBox").split(" ").slice(2).map(Number);
+    const h = Number(chart.getAttribute("viewBox").split(" ")[3]);
+    const w = Math.max(320, Math.round(chart.getBoundingClientRect().width));
+    chart.setAttribute("viewBox", "0 0 " + w + " " + h);
+    chart.dataset.width = w;
+    chart.dataset.rect = rect(chart);
     const m = { l: 44, r: 10, t: 10, b: 20 };
     const end = times.length ? times[times.length - 1] : Date.now();
     const start = end - WINDOW_MS;
@@ -128,11 +195,14 @@
 
   function render(data) {
     renderInstances(data);
+    renderRoutes(data);
     renderTimeouts(data);
+    document.documentElement.dataset.viewport = window.innerWidth;
     const hist = data.history || { t: [], lag: {}, held: {} };
     drawChart($("lag-chart"), $("lag-legend"), hist.t, hist.lag, (v) => v.toFixed(v < 10 ? 2 : 0), false);
     drawChart($("held-chart"), $("held-legend"), hist.t, hist.held, (v) => v.toFixed(0), true);
-    $("updated").textContent = new Date(data.now_unix_ms).toLocaleTimeString();
+    $("updated").textContent = when(data.now_unix_ms);
+    $("tz").textContent = TIME_FORMAT.resolvedOptions().timeZone;
     polls++;
     $("polls").textContent = polls;
     $("polls").dataset.polls = polls;

@@ -61,8 +61,9 @@ async fn script() -> impl IntoResponse {
 }
 
 /// `GET /status`: `/projections`' figures plus `history` (see
-/// [`History::columns`], the current figures appended) and `timeouts`
-/// (`{"total", "recent": [{at_unix_ms, route, projection, action, waited_ms}]}`).
+/// [`History::columns`], the current figures appended), `timeouts`
+/// (`{"total", "recent": [{at_unix_ms, route, projection, action, waited_ms}]}`) and
+/// `routes` (per route, see [`crate::gateway::Gateway::route_stats`]).
 async fn status(
     State(s): State<AdminState>,
     Extension(history): Extension<Arc<History>>,
@@ -73,5 +74,6 @@ async fn status(
     body["now_unix_ms"] = json!(now.at_unix_ms);
     body["history"] = history.columns(Some(now));
     body["timeouts"] = json!({"total": total, "recent": recent});
+    body["routes"] = s.gateway.route_stats();
     ([(header::CACHE_CONTROL, "no-store")], Json(body))
 }

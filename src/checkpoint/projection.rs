@@ -465,9 +465,15 @@ impl Projection {
             .collect()
     }
 
-    /// Estimated time until some instance covers `required`, from the observed
-    /// catch-up rate (per instance and log, see [`super::rate`]); zero when one covers
-    /// it now; `None` when no instance has a recent rate on every log it lacks.
+    /// Estimated time until some instance covers `required`; zero when one covers it
+    /// now; `None` when no instance has an estimate on every log it lacks.
+    ///
+    /// Per instance and missing log, the smaller of two estimates: the positions
+    /// missing over the observed catch-up rate ([`super::rate`]), and the instance's
+    /// measured lag on that log (the age of the oldest write it has not applied: a
+    /// projector keeping a steady delay applies a write within about that long). The
+    /// rate alone misleads on a sparse log: one write after seconds of quiet reads as
+    /// a slow rate (positions per second), though the projector applies it in 0.3 s.
     pub fn eta(&self, required: &PositionVector, now: Instant) -> Option<Duration> {
         let required = self.requirement(required);
         let state = lock(&self.state);
@@ -482,13 +488,21 @@ impl Projection {
                     Some(c) => pos - c,
                     None => pos,
                 };
-                match state.rates.rate(i, log as usize, now) {
-                    Some(rate) => worst = worst.max(missing as f64 / rate),
-                    None => {
+                let by_rate = state
+                    .rates
+                    .rate(i, log as usize, now)
+                    .map(|rate| missing as f64 / rate);
+                let lag = state.writes.lag(log as usize, at, now);
+                let by_lag = (!lag.is_zero()).then_some(lag.as_secs_f64());
+                let estimate = match (by_rate, by_lag) {
+                    (Some(r), Some(l)) => r.min(l),
+                    (Some(e), None) | (None, Some(e)) => e,
+                    (None, None) => {
                         known = false;
                         break;
                     }
-                }
+                };
+                worst = worst.max(estimate);
             }
             if known {
                 best = Some(best.map_or(worst, |b| b.min(worst)));

@@ -57,10 +57,12 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
             max_held_reads: max_held,
             max_connections: 10,
             header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
             trusted_hops: 0,
             drain_timeout: Duration::from_secs(1),
             max_headers: 100,
             max_header_bytes: 64 * 1024,
+            access_log: false,
             tls: None,
         },
         headers: HeaderNames::default(),
@@ -385,6 +387,44 @@ async fn eta_comes_from_the_catch_up_rate_of_the_best_instance() {
         None,
         "a stalled rate is no rate"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn eta_on_a_sparse_log_is_the_measured_lag_not_the_slow_rate() {
+    let p = projection(&["users"], &["a"]);
+    let step = |pos: u64| {
+        let _ = p.apply(
+            Some(0),
+            &v(&format!("users={pos}")),
+            SourceKind::Poll,
+            Instant::now(),
+        );
+    };
+    // One write every 3 s, each applied 300 ms after it was seen: 1/3 position per
+    // second, so the rate alone says 3 s for the next write.
+    for pos in 1..=3u64 {
+        p.record_write(&v(&format!("users={pos}")), Instant::now());
+        tokio::time::advance(Duration::from_millis(300)).await;
+        step(pos);
+        tokio::time::advance(Duration::from_millis(2700)).await;
+    }
+    p.record_write(&v("users=4"), Instant::now());
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let eta = p.eta(&v("users=4"), Instant::now()).expect("an estimate");
+    assert_eq!(eta, Duration::from_millis(200), "the lag, not 3 s");
+    // Without a write record (a write through another gateway), the rate decides.
+    let q = projection(&["users"], &["a"]);
+    for pos in 1..=3u64 {
+        let _ = q.apply(
+            Some(0),
+            &v(&format!("users={pos}")),
+            SourceKind::Poll,
+            Instant::now(),
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+    }
+    let eta = q.eta(&v("users=4"), Instant::now()).expect("a rate");
+    assert!((eta.as_secs_f64() - 3.0).abs() < 1e-6, "{eta:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,17 @@
 //! - The variable name after `TIDEMARK__` is split on `__` into a path; segments are
 //!   lower-cased: `TIDEMARK__UPSTREAMS__USER-VIEW__URL` sets `upstreams.user-view.url`.
 //! - A segment indexes an array by number: `TIDEMARK__ROUTES__0__MAX_WAIT`.
-//! - Missing tables on the way are created (a new upstream can be added this way);
-//!   array indexes must exist.
+//! - Names match the file's names ignoring case and `-` vs `_`, so a shell-friendly
+//!   spelling works: `TIDEMARK__UPSTREAMS__USER_VIEW__URL` sets `upstreams.user-view.url`
+//!   when the file has `[upstreams.user-view]` (an exact name wins; the spelling must
+//!   match one name only).
+//! - An override sets keys of the upstreams and projections the file defines; a path
+//!   through an upstream or projection the file lacks is an error with a "did you
+//!   mean" (a misspelled `..._ITEM-VEIW__URL` would otherwise add a new upstream with
+//!   only a url). To add one, set its whole table:
+//!   `TIDEMARK__UPSTREAMS__NEW={ url = "http://10.0.0.5:8080" }`. Other missing tables
+//!   on the way (`[admin]`, `instances`) are created; a misspelled section or key is
+//!   then refused by the unknown-key check. Array indexes must exist.
 //! - The value is read as a TOML value when it is one (`5`, `true`, `["a", "b"]`,
 //!   `{ a = "http://x" }`, `"quoted"`), else taken as a plain string (`2s`,
 //!   `http://10.0.0.5:8080`).
@@ -49,16 +58,14 @@ pub fn mark_overridden(errors: &mut [ConfigError], env: &[(String, String)]) {
         .filter_map(|(var, _)| {
             let path = var.strip_prefix(PREFIX)?;
             Some((
-                path.split("__")
-                    .map(str::to_lowercase)
-                    .collect::<Vec<_>>()
-                    .join("."),
+                fold(&path.split("__").collect::<Vec<_>>().join(".")),
                 var.as_str(),
             ))
         })
         .collect();
     for e in errors.iter_mut() {
-        let key = dotted(&e.key);
+        // Folded like names, so `..._USER_VIEW__URL` is traced to `upstreams.user-view.url`.
+        let key = fold(&dotted(&e.key));
         let hit = overrides.iter().find(|(path, _)| {
             key == *path || key.starts_with(&format!("{path}.")) && !path.is_empty()
         });
@@ -119,10 +126,63 @@ fn set_path(doc: &mut toml::Table, segments: &[String], value: toml::Value) -> R
     let mut node = Node::Table(doc);
     let mut walked = String::new();
     for seg in parents {
-        node = node.child(seg, &walked)?;
-        push_key(&mut walked, seg);
+        let (next, key) = node.child(seg, &walked)?;
+        node = next;
+        push_key(&mut walked, &key);
     }
     node.set(last, value, &walked)
+}
+
+/// Tables whose keys are names the file chooses (not a fixed set of keys): an
+/// override may not create an entry of these by walking through it.
+const NAMED: [&str; 2] = ["upstreams", "projections"];
+
+/// A name folded for matching: lower case, `_` as `-`.
+fn fold(name: &str) -> String {
+    name.to_lowercase().replace('_', "-")
+}
+
+/// The key of `table` that `seg` names: `seg` itself when present, else the one key
+/// equal to it ignoring case and `-` vs `_`; `seg` when none (or several) match.
+fn resolve(table: &toml::Table, seg: &str) -> String {
+    if table.contains_key(seg) {
+        return seg.to_string();
+    }
+    let want = fold(seg);
+    let mut hits = table.keys().filter(|k| fold(k) == want);
+    match (hits.next(), hits.next()) {
+        (Some(k), None) => k.clone(),
+        _ => seg.to_string(),
+    }
+}
+
+/// The error for a path through `walked.seg`, an upstream or projection the file
+/// does not define.
+fn missing_name(walked: &str, seg: &str, table: &toml::Table) -> Problem {
+    let what = walked.trim_end_matches('s');
+    let names: Vec<&str> = table.keys().map(String::as_str).collect();
+    let folded: Vec<String> = names.iter().map(|n| fold(n)).collect();
+    let folded_refs: Vec<&str> = folded.iter().map(String::as_str).collect();
+    let close = super::sections::suggest(&fold(seg), &folded_refs)
+        .and_then(|f| folded.iter().position(|x| x == f))
+        .map(|i| names[i]);
+    let add = format!(
+        "to add a new {what}, set its whole table: `TIDEMARK__{}__{}={{ ... }}`",
+        walked.to_uppercase(),
+        seg.to_uppercase()
+    );
+    let fix = match close {
+        Some(name) => format!("did you mean `{name}`? ({add})"),
+        None if names.is_empty() => format!("the file defines no {walked}; {add}"),
+        None => format!("the {walked} are: {}; {add}", names.join(", ")),
+    };
+    (
+        format!(
+            "no {what} `{seg}` in the file: an override sets keys of the {walked} the file \
+             defines"
+        ),
+        fix,
+    )
 }
 
 fn push_key(walked: &mut String, seg: &str) {
@@ -139,29 +199,38 @@ enum Node<'a> {
 }
 
 impl<'a> Node<'a> {
-    /// The child `seg`, created as a table when a table lacks it.
-    fn child(self, seg: &str, walked: &str) -> Result<Node<'a>, Problem> {
-        let value = match self {
-            Node::Table(t) => t
-                .entry(seg.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+    /// The child `seg` (and its key as the file spells it), created as a table when a
+    /// table lacks it, except an upstream or projection ([`NAMED`]).
+    fn child(self, seg: &str, walked: &str) -> Result<(Node<'a>, String), Problem> {
+        let (value, key) = match self {
+            Node::Table(t) => {
+                let key = resolve(t, seg);
+                if !t.contains_key(&key) && NAMED.contains(&walked) {
+                    return Err(missing_name(walked, seg, t));
+                }
+                let value = t
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                (value, key)
+            }
             Node::Array(a) => {
                 let len = a.len();
                 let i = index(seg, len, walked)?;
-                &mut a[i]
+                (&mut a[i], seg.to_string())
             }
         };
         match value {
-            toml::Value::Table(t) => Ok(Node::Table(t)),
-            toml::Value::Array(a) => Ok(Node::Array(a)),
-            other => Err(not_container(walked, seg, other)),
+            toml::Value::Table(t) => Ok((Node::Table(t), key)),
+            toml::Value::Array(a) => Ok((Node::Array(a), key)),
+            other => Err(not_container(walked, &key, other)),
         }
     }
 
     fn set(self, seg: &str, value: toml::Value, walked: &str) -> Result<(), Problem> {
         match self {
             Node::Table(t) => {
-                t.insert(seg.to_string(), value);
+                let key = resolve(t, seg);
+                t.insert(key, value);
             }
             Node::Array(a) => {
                 let i = index(seg, a.len(), walked)?;
@@ -345,6 +414,73 @@ mod tests {
             "token.verify_keys.0.kid"
         );
         assert_eq!(dotted("routes[2]"), "routes.2");
+    }
+
+    #[test]
+    fn a_misspelled_upstream_or_projection_is_refused_with_a_suggestion() {
+        let mut d = toml::from_str::<toml::Table>(
+            "[upstreams.item-view]\nurl = \"http://127.0.0.1:1\"\n\
+             [projections.items]\nlogs = [\"item\"]\n",
+        )
+        .unwrap();
+        let errors = apply_overrides(
+            &mut d,
+            &env(&[
+                ("TIDEMARK__UPSTREAMS__ITEM-VEIW__URL", "http://10.0.0.1:1"),
+                ("TIDEMARK__PROJECTIONS__ITEM__LOGS", "[\"a\"]"),
+                ("TIDEMARK__PROJECTIONS__ORDERS__LOGS", "[\"a\"]"),
+            ]),
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors[0].key, "TIDEMARK__PROJECTIONS__ITEM__LOGS");
+        assert!(
+            errors[0].fix.contains("did you mean `items`?"),
+            "{}",
+            errors[0].fix
+        );
+        assert!(
+            errors[1].fix.contains("the projections are: items"),
+            "{}",
+            errors[1].fix
+        );
+        assert_eq!(errors[2].key, "TIDEMARK__UPSTREAMS__ITEM-VEIW__URL");
+        assert!(
+            errors[2].problem.contains("no upstream `item-veiw`"),
+            "{}",
+            errors[2].problem
+        );
+        assert!(
+            errors[2].fix.contains("did you mean `item-view`?"),
+            "{}",
+            errors[2].fix
+        );
+        assert!(
+            errors[2].fix.contains("TIDEMARK__UPSTREAMS__ITEM-VEIW={"),
+            "{}",
+            errors[2].fix
+        );
+        assert!(!d["upstreams"].as_table().unwrap().contains_key("item-veiw"));
+    }
+
+    #[test]
+    fn underscores_and_case_match_the_files_names() {
+        let mut d = toml::from_str::<toml::Table>(
+            "[upstreams.item-view]\nurl = \"http://127.0.0.1:1\"\n\
+             [upstreams.Orders_API]\nurl = \"http://127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let errors = apply_overrides(
+            &mut d,
+            &env(&[
+                ("TIDEMARK__UPSTREAMS__ITEM_VIEW__URL", "http://10.0.0.1:1"),
+                ("TIDEMARK__UPSTREAMS__ORDERS-API__TIMEOUT", "5s"),
+            ]),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let ups = d["upstreams"].as_table().unwrap();
+        assert_eq!(ups.len(), 2, "{ups:?}");
+        assert_eq!(ups["item-view"]["url"].as_str(), Some("http://10.0.0.1:1"));
+        assert_eq!(ups["Orders_API"]["timeout"].as_str(), Some("5s"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod databases;
 pub mod env;
+pub mod lint;
 pub mod nats;
 pub mod positions;
 pub mod raw;
@@ -68,6 +69,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Time a client has to send a request's headers (slowloris guard). Default `10s`.
     pub header_read_timeout: Duration,
+    /// A client connection with no request being handled and no byte moved for this
+    /// long is shut down gracefully (HTTP/2 `GOAWAY`): idle connections would
+    /// otherwise hold a `max_connections` slot forever. Default `60s`.
+    pub idle_timeout: Duration,
     /// Proxies in front of tidemark whose `X-Forwarded-*` entries are trusted. Default 0:
     /// client-sent forwarding headers are replaced, not appended to.
     pub trusted_hops: usize,
@@ -80,6 +85,10 @@ pub struct ServerConfig {
     /// 4 KiB token, small enough that a flood of large heads stays cheap. At least
     /// 8192 (hyper's smallest read buffer).
     pub max_header_bytes: usize,
+    /// One line per client request at `info` under the target `tidemark::access`
+    /// (method, path, status, route, source, wait). Default false: an access log is a
+    /// choice (volume, privacy), and when off it costs nothing per request.
+    pub access_log: bool,
     /// `[server.tls]`: TLS (rustls) on the client listener; ALPN `h2`, `http/1.1`.
     /// Default: none (plain HTTP). The admin listener is always plain HTTP.
     pub tls: Option<TlsFiles>,
@@ -247,8 +256,19 @@ pub struct UpstreamConfig {
     /// `url = ...` gives one instance named `default`; `instances = {a = ..., b = ...}`
     /// gives named instances (in name order).
     pub instances: Vec<InstanceConfig>,
-    /// TCP connect timeout. Default `1s`.
+    /// TCP connect timeout. Default `3s`: Linux sends the first SYN retransmit after
+    /// 1 s, so a 1 s timeout failed a connect whenever one SYN was dropped (an accept
+    /// queue overflowing once); 3 s leaves the retransmit 2 s to be answered.
     pub connect_timeout: Duration,
+    /// `ca_file`: the PEM file of extra CA certificates trusted for `https://`
+    /// instances (besides the system's roots), and its certificates, read when the
+    /// config is loaded (and on every reload). Default: none.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Passive health: an instance whose connection failed (refused, reset before any
+    /// response byte, connect timeout) is out of the rotation this long, unless every
+    /// instance is. Default `5s`; `0s` disables.
+    pub eject_for: Duration,
     /// Time to the response's headers, after which the gateway answers `504`. Default `30s`.
     pub timeout: Duration,
     /// Idle pooled connections are closed after this. Default `90s`.

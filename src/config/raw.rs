@@ -67,6 +67,8 @@ pub struct RawServer {
     pub max_connections: Field<usize>,
     /// Duration. Default `10s`; above zero.
     pub header_read_timeout: Field<String>,
+    /// Duration. Default `60s`; above zero.
+    pub idle_timeout: Field<String>,
     /// Trusted proxies in front. Default 0.
     pub trusted_hops: Field<usize>,
     /// Duration. Default `10s`.
@@ -76,6 +78,8 @@ pub struct RawServer {
     /// Bytes of a request's head (request line and headers). Default 65536; at
     /// least 8192.
     pub max_header_bytes: Field<usize>,
+    /// One access-log line per client request. Default false.
+    pub access_log: Field<bool>,
     /// `[server.tls]`: TLS on the client listener. Default: none (plain HTTP).
     pub tls: Option<RawTls>,
 }
@@ -201,8 +205,14 @@ pub struct RawUpstream {
     pub url: Field<String>,
     /// Named instances; exclusive with `url`.
     pub instances: Field<BTreeMap<String, String>>,
-    /// Duration. Default `1s`.
+    /// Duration. Default `3s`.
     pub connect_timeout: Field<String>,
+    /// PEM file of CA certificates trusted for `https://` instances, besides the
+    /// system's roots. Default: none.
+    pub ca_file: Field<String>,
+    /// Duration an instance whose connection failed is out of the rotation. Default
+    /// `5s`; `0s` disables.
+    pub eject_for: Field<String>,
     /// Duration to response headers. Default `30s`.
     pub timeout: Field<String>,
     /// Duration. Default `90s`.
@@ -339,10 +349,12 @@ pub mod keys {
         "max_held_reads",
         "max_connections",
         "header_read_timeout",
+        "idle_timeout",
         "trusted_hops",
         "drain_timeout",
         "max_headers",
         "max_header_bytes",
+        "access_log",
         "tls",
     ];
     /// `[server.tls]`
@@ -401,6 +413,8 @@ pub mod keys {
         "url",
         "instances",
         "connect_timeout",
+        "ca_file",
+        "eject_for",
         "timeout",
         "pool_idle_timeout",
         "pool_max_idle",

@@ -15,7 +15,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Instance name of an upstream given by `url`.
 pub const DEFAULT_INSTANCE: &str = "default";
 
-/// Validates every upstream; defaults: connect_timeout `1s`, timeout `30s`,
+/// Default of `upstreams.NAME.connect_timeout`: survives one dropped SYN (Linux
+/// retransmits it after 1 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default of `upstreams.NAME.eject_for`.
+pub const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(5);
+
+/// Validates every upstream; defaults: connect_timeout `3s`, eject_for `5s`, timeout `30s`,
 /// pool_idle_timeout `90s`, pool_max_idle 64, max_connections 256 (at least 1).
 pub fn upstreams(
     errs: &mut Errors,
@@ -39,7 +46,7 @@ fn upstream(errs: &mut Errors, name: &str, raw: RawUpstream) -> UpstreamConfig {
     let mut instances = Vec::new();
     match (url, named) {
         (Some(url), None) => {
-            if let Some(url) = instance_url(errs, &format!("{p}.url"), &url) {
+            if let Some(url) = upstream_url(errs, &format!("{p}.url"), &url) {
                 instances.push(InstanceConfig {
                     name: DEFAULT_INSTANCE.into(),
                     url,
@@ -59,7 +66,7 @@ fn upstream(errs: &mut Errors, name: &str, raw: RawUpstream) -> UpstreamConfig {
                 if let Err(problem) = values::name(&inst) {
                     errs.problem(&key, problem);
                 }
-                if let Some(url) = instance_url(errs, &key, &url) {
+                if let Some(url) = upstream_url(errs, &key, &url) {
                     instances.push(InstanceConfig { name: inst, url });
                 }
             }
@@ -75,14 +82,48 @@ fn upstream(errs: &mut Errors, name: &str, raw: RawUpstream) -> UpstreamConfig {
             "set `url = \"http://HOST:PORT\"` or `instances = { a = \"http://...\" }`",
         ),
     }
+    let https = instances
+        .iter()
+        .any(|i| i.url.scheme_str() == Some("https"));
+    let ca_key = format!("{p}.ca_file");
+    let ca_file = errs
+        .field::<String>(&ca_key, raw.ca_file)
+        .map(std::path::PathBuf::from);
+    let ca_certs = match &ca_file {
+        None => Vec::new(),
+        Some(_) if !https => {
+            errs.push(
+                &ca_key,
+                "set, but no instance of the upstream uses `https://`",
+                "remove `ca_file`, or give the instances `https://` URLs",
+            );
+            Vec::new()
+        }
+        Some(path) => ca_certificates(path).unwrap_or_else(|problem| {
+            errs.push(
+                &ca_key,
+                format!("`{}`: {problem}", path.display()),
+                "name a readable PEM file with `-----BEGIN CERTIFICATE-----` blocks",
+            );
+            Vec::new()
+        }),
+    };
     UpstreamConfig {
         name: name.to_string(),
         instances,
+        ca_file,
+        ca_certs,
         connect_timeout: errs.duration_or(
             &format!("{p}.connect_timeout"),
             raw.connect_timeout,
-            Duration::from_secs(1),
+            DEFAULT_CONNECT_TIMEOUT,
             true,
+        ),
+        eject_for: errs.duration_or(
+            &format!("{p}.eject_for"),
+            raw.eject_for,
+            DEFAULT_EJECT_FOR,
+            false,
         ),
         timeout: errs.duration_or(
             &format!("{p}.timeout"),
@@ -104,6 +145,30 @@ fn upstream(errs: &mut Errors, name: &str, raw: RawUpstream) -> UpstreamConfig {
             1,
         ),
     }
+}
+
+/// The certificates of a PEM file (at least one).
+fn ca_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| match e {
+            rustls_pki_types::pem::Error::Io(io) => format!("cannot read the file: {io}"),
+            other => format!("not a valid PEM file: {other}"),
+        })?;
+    if certs.is_empty() {
+        return Err("no `-----BEGIN CERTIFICATE-----` block".into());
+    }
+    Ok(certs)
+}
+
+/// An instance's URL: `http://` or `https://`.
+fn upstream_url(errs: &mut Errors, key: &str, text: &str) -> Option<http::Uri> {
+    values::upstream_url(text)
+        .map_err(|p| errs.problem(key, p))
+        .ok()
 }
 
 fn instance_url(errs: &mut Errors, key: &str, text: &str) -> Option<http::Uri> {

@@ -180,6 +180,12 @@ fn server(errs: &mut Errors, raw: RawServer) -> ServerConfig {
             Duration::from_secs(10),
             true,
         ),
+        idle_timeout: errs.duration_or(
+            "server.idle_timeout",
+            raw.idle_timeout,
+            Duration::from_secs(60),
+            true,
+        ),
         trusted_hops: errs.count_or("server.trusted_hops", raw.trusted_hops, 0, 0),
         drain_timeout: errs.duration_or(
             "server.drain_timeout",
@@ -194,6 +200,9 @@ fn server(errs: &mut Errors, raw: RawServer) -> ServerConfig {
             64 * 1024,
             8192,
         ),
+        access_log: errs
+            .field("server.access_log", raw.access_log)
+            .unwrap_or(false),
         tls: raw.tls.and_then(|tls| server_tls(errs, tls)),
     }
 }

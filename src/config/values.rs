@@ -45,9 +45,17 @@ pub fn name(text: &str) -> Result<(), Problem> {
     }
 }
 
-/// An upstream (or poll) base URL: absolute `http://` with a host; an optional base
-/// path; no query.
+/// A poll base URL: absolute `http://` with a host; an optional base path; no query.
 pub fn http_url(text: &str) -> Result<Uri, Problem> {
+    url(text, false)
+}
+
+/// An upstream instance's base URL: [`http_url`], `https://` accepted too.
+pub fn upstream_url(text: &str) -> Result<Uri, Problem> {
+    url(text, true)
+}
+
+fn url(text: &str, https: bool) -> Result<Uri, Problem> {
     let uri: Uri = text.parse().map_err(|e| {
         problem(
             format!("`{text}` is not a URL ({e})"),
@@ -56,10 +64,11 @@ pub fn http_url(text: &str) -> Result<Uri, Problem> {
     })?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if https => {}
         Some("https") => {
             return Err(problem(
-                format!("`{text}`: https upstreams are not supported yet"),
-                "use `http://` (terminate TLS in a sidecar or keep the hop on a private network)",
+                format!("`{text}`: checkpoint polling over https is not supported"),
+                "use `http://` for poll URLs (upstream instances may use `https://`)",
             ))
         }
         Some(other) => {
@@ -178,6 +187,7 @@ pub fn path_pattern(text: &str) -> Result<Vec<String>, Problem> {
             format!("write `/{text}`"),
         ));
     }
+    other_capture_syntax(text)?;
     let names = captures(text)?;
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
@@ -196,6 +206,48 @@ pub fn path_pattern(text: &str) -> Result<Vec<String>, Problem> {
         )
     })?;
     Ok(names)
+}
+
+/// Refuses the capture syntax of other routers (`/items/:id`, `/files/*rest`), which
+/// matchit would take as literal text: a route that never matches what its author
+/// meant. A segment is refused when it starts with `:` or `*` followed by a name.
+fn other_capture_syntax(text: &str) -> Result<(), Problem> {
+    let mut fixed = Vec::new();
+    let mut found = None;
+    for seg in text.split('/') {
+        let mut chars = seg.chars();
+        let sigil = chars.next();
+        let rest = chars.as_str();
+        let named = !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        match sigil {
+            Some(':') if named => {
+                found.get_or_insert(seg);
+                fixed.push(format!("{{{rest}}}"));
+            }
+            Some('*') if named => {
+                found.get_or_insert(seg);
+                fixed.push(format!("{{*{rest}}}"));
+            }
+            _ => fixed.push(seg.to_string()),
+        }
+    }
+    match found {
+        None => Ok(()),
+        Some(seg) => Err(problem(
+            format!(
+                "path `{text}` uses `{seg}`, another router's capture syntax; \
+                 tidemark would match it as literal text"
+            ),
+            format!(
+                "write captures in braces: `{}` (`{{name}}` for one segment, \
+                 `{{*rest}}` for the rest of the path)",
+                fixed.join("/")
+            ),
+        )),
+    }
 }
 
 /// A cache-key template against the route's captures.
@@ -272,7 +324,11 @@ mod tests {
         assert!(http_url("https://a")
             .unwrap_err()
             .0
-            .contains("not supported yet"));
+            .contains("polling over https"));
+        assert_eq!(
+            upstream_url("https://a").unwrap().scheme_str(),
+            Some("https")
+        );
         assert!(http_url("127.0.0.1:7001").is_err());
         assert!(http_url("ftp://a").unwrap_err().0.contains("ftp"));
         assert!(http_url("http://a/?x=1").unwrap_err().0.contains("query"));
@@ -307,6 +363,19 @@ mod tests {
             .0
             .contains("twice"));
         assert!(path_pattern("/a/{}").unwrap_err().0.contains("empty"));
+    }
+
+    #[test]
+    fn other_routers_capture_syntax_is_refused_with_the_braced_form() {
+        let (p, f) = path_pattern("/items/:id").unwrap_err();
+        assert!(p.contains("`:id`"), "{p}");
+        assert!(f.contains("`/items/{id}`"), "{f}");
+        let (p, f) = path_pattern("/orgs/:org/files/*rest").unwrap_err();
+        assert!(p.contains("`:org`"), "{p}");
+        assert!(f.contains("`/orgs/{org}/files/{*rest}`"), "{f}");
+        // A colon inside a segment (`/v1/items:batchGet`) stays literal text.
+        assert!(path_pattern("/v1/items:batch").is_ok());
+        assert!(path_pattern("/a/:").is_ok());
     }
 
     #[test]

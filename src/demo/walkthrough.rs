@@ -62,9 +62,30 @@ pub fn demo_config(
     Ok(config)
 }
 
+/// Binds `addr`; a failure (a busy port, typically) names the address and the flag
+/// that changes it.
+async fn bind(
+    addr: SocketAddr,
+    what: &str,
+    flag: &str,
+) -> Result<tokio::net::TcpListener, DemoError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program is using it)"
+        } else {
+            ""
+        };
+        format!(
+            "cannot listen on {addr} for the demo's {what}: {e}{hint}; \
+             choose another address with `tidemark demo {flag} 127.0.0.1:PORT`"
+        )
+        .into()
+    })
+}
+
 /// Runs the demo until `shutdown` (or, with `once`, until the walkthrough ends).
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
-    let listeners_probe = tokio::net::TcpListener::bind(opts.admin_listen).await?;
+    let listeners_probe = bind(opts.admin_listen, "admin listener", "--admin-listen").await?;
     let admin_addr = listeners_probe.local_addr()?;
     let backend = Backend::start(
         BackendOptions {
@@ -81,7 +102,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     )
     .await?;
     let config = demo_config(&backend, opts.listen, admin_addr)?;
-    let proxy = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let proxy = bind(config.server.listen, "gateway", "--listen").await?;
     let listeners = Listeners {
         proxy,
         admin: listeners_probe,

@@ -4,6 +4,7 @@
 pub mod fence;
 mod passthrough;
 mod read;
+mod retry;
 mod route_metrics;
 mod write;
 
@@ -53,6 +54,13 @@ pub struct Gateway {
     /// Logs a token may carry: those of the projections and the routes' default logs.
     /// Keeps tokens bounded whatever an upstream reports.
     known_logs: Vec<String>,
+    /// Logs some projection consumes: a write position on another log is waited on by
+    /// no read (`tidemark_unconsumed_positions_total`).
+    consumed_logs: Vec<String>,
+    /// Hold timeouts, logged at `warn` per route at most once per interval.
+    timeout_log: crate::telemetry::throttle::Throttle,
+    /// Write positions on unconsumed logs, logged at `warn` per route likewise.
+    unconsumed_log: crate::telemetry::throttle::Throttle,
     /// Headers only an upstream may send, removed from client requests.
     upstream_only: Vec<HeaderName>,
     /// Headers removed from upstream responses before the client sees them.
@@ -69,6 +77,12 @@ pub enum BuildError {
     Keys(#[from] crate::token::KeyError),
     #[error("route table: {0:?}")]
     Routes(Vec<crate::route::RouteError>),
+    #[error("upstreams.{upstream}: no TLS client config: {source}")]
+    UpstreamTls {
+        upstream: String,
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
 }
 
 impl Gateway {
@@ -90,13 +104,20 @@ impl Gateway {
         let upstreams = config
             .upstreams
             .values()
-            .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
-            .collect();
-        let mut known_logs: BTreeSet<String> = config
+            .map(|u| {
+                let upstream = Upstream::new(u).map_err(|e| BuildError::UpstreamTls {
+                    upstream: u.name.clone(),
+                    source: e,
+                })?;
+                Ok((u.name.clone(), Arc::new(upstream)))
+            })
+            .collect::<Result<_, BuildError>>()?;
+        let consumed_logs: BTreeSet<String> = config
             .projections
             .values()
             .flat_map(|p| p.logs.iter().cloned())
             .collect();
+        let mut known_logs = consumed_logs.clone();
         known_logs.extend(config.routes.iter().filter_map(|r| r.default_log.clone()));
         let h = &config.headers;
         let upstream_only = vec![
@@ -122,6 +143,9 @@ impl Gateway {
             databases,
             recent_timeouts: Arc::default(),
             known_logs: known_logs.into_iter().collect(),
+            consumed_logs: consumed_logs.into_iter().collect(),
+            timeout_log: Default::default(),
+            unconsumed_log: Default::default(),
             upstream_only,
             internal_response,
             draining: tokio_util::sync::CancellationToken::new(),
@@ -160,6 +184,18 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
+        // The access log (off by default: one branch, nothing captured).
+        let access = self
+            .config
+            .server
+            .access_log
+            .then(|| crate::telemetry::access::AccessStart {
+                peer,
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+                version: parts.version,
+                started: tokio::time::Instant::now(),
+            });
         // One span per request; `route` and `kind` are recorded once matched,
         // `source` and `wait_ms` by the read path, `status` here. Never the token.
         // At `debug` under `tidemark::access`, with the access line: at the default
@@ -190,7 +226,50 @@ impl Gateway {
         };
         span.record("status", resp.status().as_u16());
         tracing::debug!(target: "tidemark::access", parent: &span, "request answered");
+        if let Some(start) = access {
+            self.log_access(&start, &resp);
+        }
         resp
+    }
+
+    /// The status page's per-route figures, in file order: `name`, `kind`,
+    /// `max_wait_ms` (reads) and the counters of [`crate::telemetry::route_stats`].
+    pub fn route_stats(&self) -> serde_json::Value {
+        let routes: Vec<serde_json::Value> = self
+            .config
+            .routes
+            .iter()
+            .zip(&self.route_metrics)
+            .map(|(route, m)| {
+                let mut v = m.stats.snapshot();
+                v["name"] = route.name.as_str().into();
+                v["kind"] = route.kind.as_str().into();
+                if let RouteKind::Read(read) = &route.kind {
+                    v["max_wait_ms"] = (read.max_wait.as_millis() as u64).into();
+                }
+                v
+            })
+            .collect();
+        serde_json::Value::Array(routes)
+    }
+
+    /// The access line of a request (`server.access_log`).
+    fn log_access(&self, start: &crate::telemetry::access::AccessStart, resp: &Response<Body>) {
+        let route = self
+            .routes
+            .find(&start.method, &start.path)
+            .map(|m| m.route.config.name.as_str());
+        let headers = resp.headers();
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        crate::telemetry::access::log(
+            start,
+            &crate::telemetry::access::AccessEnd {
+                status: resp.status().as_u16(),
+                route,
+                source: text(&self.config.headers.source),
+                server_timing: headers.get("server-timing").and_then(|v| v.to_str().ok()),
+            },
+        );
     }
 
     async fn dispatch(
@@ -292,10 +371,15 @@ impl Gateway {
         });
         headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
         headers::strip(&mut parts.headers, &self.upstream_only);
+        let proto = if crate::server::tunnel::ClientConn::is_tls(&parts.extensions) {
+            "https"
+        } else {
+            "http"
+        };
         headers::set_forwarded(
             &mut parts.headers,
             peer.ip(),
-            "http",
+            proto,
             host,
             self.config.server.trusted_hops,
         );

@@ -1,5 +1,7 @@
 //! `kind = "passthrough"`: forward without token logic, protocol upgrades
-//! (WebSocket, and anything else using `Connection: upgrade`) included.
+//! (WebSocket, and anything else using `Connection: upgrade`) included. An upgraded
+//! connection's tunnel keeps the client connection's slot of `server.max_connections`
+//! and is closed when the drain times out ([`crate::server::tunnel`]).
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -8,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use super::{Gateway, RequestCtx};
 use crate::error::GatewayError;
 use crate::proxy::{headers, Body};
+use crate::server::tunnel::ClientConn;
 
 impl Gateway {
     pub(super) async fn passthrough(
@@ -17,6 +20,11 @@ impl Gateway {
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = headers::is_upgrade(&parts.headers);
+        // The listener's slot for a tunnel (absent when driven without a listener).
+        let slot = parts
+            .extensions
+            .get_mut::<ClientConn>()
+            .and_then(|c| c.tunnel.take());
         let client_upgrade = if upgrade {
             // Take the client connection's upgrade handle before the request moves on.
             let mut probe = Request::from_parts(parts, ());
@@ -38,7 +46,7 @@ impl Gateway {
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let route = ctx.route.name.clone();
-            tokio::spawn(async move {
+            let tunnel = async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
@@ -51,7 +59,13 @@ impl Gateway {
                     }
                     Err(e) => tracing::warn!(%route, error = %e, "protocol upgrade failed"),
                 }
-            });
+            };
+            match slot {
+                Some(slot) => slot.spawn(tunnel),
+                None => {
+                    tokio::spawn(tunnel);
+                }
+            }
         }
         Ok(resp)
     }

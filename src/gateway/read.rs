@@ -75,7 +75,7 @@ impl Gateway {
             .await;
         let held = started.elapsed();
         tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
-        ctx.metrics.read_wait().record(held.as_secs_f64());
+        ctx.metrics.waited(held.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return self.counted(ctx, "", Err(e)),
@@ -93,7 +93,10 @@ impl Gateway {
                 let primary = self.upstream(primary)?;
                 self.prepare_request(&mut parts, ctx.peer, false);
                 let i = primary.pick();
-                let result = primary.send(i, Request::from_parts(parts, body)).await;
+                let req = Request::from_parts(parts, body);
+                let (_, result) = self
+                    .send_read(primary, i, Source::Primary, &token_required, None, req)
+                    .await;
                 let resp = self.counted(ctx, Source::Primary.as_str(), result)?;
                 (Source::Primary, resp, None)
             }
@@ -106,7 +109,17 @@ impl Gateway {
                             .insert(self.config.headers.min_position.clone(), v);
                     }
                 }
-                let result = upstream.send(i, Request::from_parts(parts, body)).await;
+                let req = Request::from_parts(parts, body);
+                let (i, result) = self
+                    .send_read(
+                        &upstream,
+                        i,
+                        source,
+                        &token_required,
+                        Some(&projection),
+                        req,
+                    )
+                    .await;
                 let resp = self.counted(ctx, source.as_str(), result)?;
                 self.learn_from_response(ctx, &projection, i, resp.headers());
                 // What the answering instance had applied: the monotonic token's floor.
@@ -314,6 +327,17 @@ impl Gateway {
         action: &'static str,
     ) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
+        ctx.metrics.stats.timed_out();
+        if let Some(due) = self.timeout_log.hit(&ctx.route.name, Instant::now()) {
+            tracing::warn!(
+                route = %ctx.route.name,
+                projection = projection.name(),
+                action,
+                timeouts = due.count,
+                over_s = due.over.as_secs(),
+                "held reads reached max_wait before the projection caught up"
+            );
+        }
         self.recent_timeouts.push(
             &ctx.route.name,
             projection.name(),
@@ -353,8 +377,13 @@ impl Gateway {
         {
             Ok(cp) => self.learn_checkpoint(projection, instance, &cp),
             Err(problem) => {
-                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "kind" => "bad_checkpoint").increment(1);
-                tracing::warn!(route = %ctx.route.name, %problem, "unreadable Projection-Checkpoint header ignored");
+                let upstream = self.upstream(&ctx.route.upstream).ok();
+                let name = upstream
+                    .and_then(|u| u.instances.get(instance))
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                metrics::counter!("tidemark_upstream_errors_total", "upstream" => ctx.route.upstream.clone(), "instance" => name.clone(), "kind" => "bad_checkpoint").increment(1);
+                tracing::warn!(route = %ctx.route.name, instance = %name, %problem, "unreadable Projection-Checkpoint header ignored");
             }
         }
     }

@@ -21,6 +21,8 @@ pub(super) struct RouteMetrics {
     requests: [OnceLock<Counter>; SOURCES.len() * CLASSES.len()],
     read_wait: OnceLock<Histogram>,
     cache_hits: OnceLock<Counter>,
+    /// The status page's figures of the route.
+    pub(super) stats: crate::telemetry::route_stats::RouteStats,
 }
 
 impl RouteMetrics {
@@ -32,11 +34,13 @@ impl RouteMetrics {
             requests: Default::default(),
             read_wait: OnceLock::new(),
             cache_hits: OnceLock::new(),
+            stats: Default::default(),
         }
     }
 
     /// `tidemark_requests_total{route,kind,source,status}` += 1.
     pub(super) fn request(&self, source: &'static str, status: http::StatusCode) {
+        self.stats.answered(source, status.as_u16());
         let s = SOURCES.iter().position(|&x| x == source);
         let c = class_slot(status);
         match s {
@@ -48,6 +52,12 @@ impl RouteMetrics {
             // Not a known source: count it the slow way rather than lose it.
             None => metrics::counter!("tidemark_requests_total", "route" => self.route.clone(), "kind" => self.kind, "source" => source, "status" => CLASSES[c]).increment(1),
         }
+    }
+
+    /// A read held `secs`: `tidemark_read_wait_seconds{route}` and the status page.
+    pub(super) fn waited(&self, secs: f64) {
+        self.stats.waited(secs);
+        self.read_wait().record(secs);
     }
 
     /// `tidemark_read_wait_seconds{route}`.

@@ -150,10 +150,10 @@ impl Gateway {
             });
         match parsed {
             Ok(pos) => {
-                let kept = pos.restrict(&self.known_logs);
-                if kept.len() < pos.len() {
-                    tracing::warn!(route = %ctx.route.name, position = %pos, "write position names logs no projection consumes; they are dropped from the token");
+                if pos.restrict(&self.consumed_logs).len() < pos.len() {
+                    self.unconsumed_position(ctx, &pos);
                 }
+                let kept = pos.restrict(&self.known_logs);
                 (!kept.is_empty()).then_some(kept)
             }
             Err(problem) => {
@@ -161,6 +161,26 @@ impl Gateway {
                 tracing::warn!(route = %ctx.route.name, %problem, "upstream sent an unreadable write position; passing the write through without a token");
                 None
             }
+        }
+    }
+
+    /// Counts a write position naming a log no projection consumes (no read will wait
+    /// for it: a misnamed `default_log` or `Write-Position` log) and logs it, per route
+    /// at most once per interval. Logs outside every projection and `default_log` are
+    /// also dropped from the token.
+    fn unconsumed_position(&self, ctx: RequestCtx<'_>, pos: &PositionVector) {
+        metrics::counter!("tidemark_unconsumed_positions_total", "route" => ctx.route.name.clone())
+            .increment(1);
+        if let Some(due) = self.unconsumed_log.hit(&ctx.route.name, Instant::now()) {
+            tracing::warn!(
+                route = %ctx.route.name,
+                position = %pos,
+                consumed = ?self.consumed_logs,
+                writes = due.count,
+                over_s = due.over.as_secs(),
+                "write positions name logs no projection consumes: no read waits for these \
+                 writes (check the route's default_log and the projections' logs)"
+            );
         }
     }
 

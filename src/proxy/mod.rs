@@ -1,6 +1,7 @@
 //! The proxy: per-instance upstream connection pools, header handling, and forwarding.
 
 pub mod client;
+pub mod failures;
 pub mod forward;
 pub mod headers;
 

@@ -1,9 +1,14 @@
 //! Logs (tracing, `RUST_LOG` per-module levels, text or JSON lines), the Prometheus
 //! metrics recorder and the metric families' descriptions, process metrics
-//! ([`process`]) and the ring of recent hold timeouts ([`recent`]).
+//! ([`process`]), the ring of recent hold timeouts ([`recent`]), rate-limited log
+//! lines ([`throttle`]), the access log ([`access`]) and the status page's per-route
+//! figures ([`route_stats`]).
 
+pub mod access;
 pub mod process;
 pub mod recent;
+pub mod route_stats;
+pub mod throttle;
 
 use std::sync::OnceLock;
 
@@ -14,7 +19,7 @@ pub use recent::{RecentTimeouts, TimeoutEvent};
 /// Histogram buckets (seconds) of `tidemark_read_wait_seconds` and
 /// `tidemark_upstream_duration_seconds`: fine below 10 ms, where fresh reads and quick
 /// releases live, coarse up to the longest sane `max_wait` or upstream timeout.
-const WAIT_BUCKETS: &[f64] = &[
+pub(crate) const WAIT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -25,7 +30,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(WAIT_BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new().set_buckets(&WAIT_BUCKETS).ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
             Some(handle)
@@ -47,7 +52,7 @@ fn describe() {
     );
     describe_gauge!(
         "tidemark_upstream_queued_requests",
-        "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream."
+        "Requests waiting for a free connection to an upstream instance (max_connections reached), by upstream and instance."
     );
     describe_gauge!(
         "tidemark_held_reads",
@@ -84,12 +89,20 @@ fn describe() {
     );
     describe_counter!(
         "tidemark_upstream_errors_total",
-        "Upstream failures, by upstream and kind (connect|timeout|protocol|bad_write_position|bad_checkpoint)."
+        "Upstream failures, by upstream, instance (all kinds but bad_write_position) and kind (connect|timeout|protocol|bad_write_position|bad_checkpoint)."
+    );
+    describe_counter!(
+        "tidemark_upstream_retries_total",
+        "Reads sent again to another instance after the connection to the first failed, by upstream."
+    );
+    describe_counter!(
+        "tidemark_unconsumed_positions_total",
+        "Writes whose Write-Position names a log no projection consumes (no read waits for it), by route."
     );
     describe_histogram!(
         "tidemark_upstream_duration_seconds",
         Unit::Seconds,
-        "Time from sending a request to an upstream to its response headers (or failure), by upstream."
+        "Time from sending a request to an upstream to its response headers (or failure), by upstream and instance."
     );
 }
 

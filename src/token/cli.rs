@@ -79,6 +79,32 @@ fn render_pair<E1: std::fmt::Display, E2: std::fmt::Display>(
     )
 }
 
+/// How `tidemark token inspect` ends: its exit status says whether the token is good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Verified with the config's keys (exit 0).
+    Verified,
+    /// A JWT, decoded only: no config was given (exit 0).
+    Decoded,
+    /// A JWT the config's keys refuse: bad signature, unknown key, expired... (exit 1).
+    NotVerified,
+    /// Not a JWT at all (exit 1).
+    NotJwt,
+}
+
+/// The [`Verdict`] on `token`, as [`inspect`] reports it.
+pub fn verdict(token: &str, ring: Option<&KeyRing>, now: SystemTime) -> Verdict {
+    let token = token.trim();
+    if split(token).is_err() {
+        return Verdict::NotJwt;
+    }
+    match ring.map(|ring| ring.verify(token, now)) {
+        None => Verdict::Decoded,
+        Some(Ok(_)) => Verdict::Verified,
+        Some(Err(_)) => Verdict::NotVerified,
+    }
+}
+
 /// A human-readable account of a token for `tidemark token inspect`: header, claims,
 /// and whether it verified with `ring` (or that it was only decoded).
 ///

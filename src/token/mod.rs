@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::position::PositionVector;
 
-pub use cli::{inspect, keygen};
+pub use cli::{inspect, keygen, verdict, Verdict};
 pub use codec::MAX_SID_LEN;
 pub use keys::{KeyRing, MIN_HS256_SECRET};
 pub use transport::{extract, set_cookie};

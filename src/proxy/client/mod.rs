@@ -1,5 +1,6 @@
 //! The upstream HTTP/1.1 client: one connection pool per instance, over hyper's
-//! connection API (`hyper::client::conn::http1`).
+//! connection API (`hyper::client::conn::http1`), over TCP or TLS (`https://`
+//! instances, [`tls`]).
 //!
 //! A request takes a permit of the instance's cap (`max_connections`; past it,
 //! requests wait first come first served, counted by
@@ -18,6 +19,7 @@ mod body;
 mod pool;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -39,12 +42,15 @@ use pool::{Busy, Conn, Shared};
 use crate::proxy::Body;
 
 /// Settings of one instance's pool; the defaults come from the upstream's config
-/// (`connect_timeout` 1s, `pool_idle_timeout` 90s, `pool_max_idle` 64,
+/// (`connect_timeout` 3s, `pool_idle_timeout` 90s, `pool_max_idle` 64,
 /// `max_connections` 256).
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
-    /// TCP connect timeout; past it the request fails with a connect error.
+    /// TCP connect timeout (and, for TLS, the handshake's); past it the request
+    /// fails with a connect error.
     pub connect_timeout: Duration,
+    /// The TLS client config for `https://` instances (`None`: plain HTTP only).
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Idle pooled connections are closed after this.
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept; 0 disables pooling.
@@ -65,6 +71,9 @@ pub enum SendError {
     /// The TCP connection was not made within `connect_timeout`.
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed (an untrusted certificate, a wrong host name...).
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
     /// The exchange failed once the connection was made (reset, malformed
     /// response, closed before the response).
     #[error("the HTTP/1.1 exchange failed")]
@@ -77,17 +86,57 @@ pub enum SendError {
 impl SendError {
     /// A connect failure or timeout (the request never reached the upstream).
     pub fn is_connect(&self) -> bool {
-        matches!(self, SendError::Connect(_) | SendError::ConnectTimeout(_))
+        matches!(
+            self,
+            SendError::Connect(_) | SendError::ConnectTimeout(_) | SendError::Tls(_)
+        )
     }
+
+    /// The connection failed before any response byte: a connect failure or
+    /// timeout, or a connection closed or reset before the response began. The
+    /// instance is then ejected, and an idempotent read may be retried elsewhere.
+    pub fn connection_failed(&self) -> bool {
+        match self {
+            SendError::Connect(_) | SendError::ConnectTimeout(_) | SendError::Tls(_) => true,
+            SendError::Http(e) => {
+                e.is_incomplete_message() || e.is_canceled() || io_reset(e).is_some()
+            }
+            SendError::Uri(_) | SendError::PoolClosed => false,
+        }
+    }
+}
+
+/// The reset, abort or broken pipe under a hyper error, if that is what it is.
+fn io_reset(e: &hyper::Error) -> Option<std::io::ErrorKind> {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+            .then_some(io.kind());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// What every request to an instance carries, computed once.
 #[derive(Debug)]
 struct Target {
-    /// Host to connect to (IPv6 without brackets) and port (80 when absent).
+    /// Host to connect to (IPv6 without brackets) and port (80, or 443 for
+    /// `https`, when absent).
     host: String,
     port: u16,
-    /// `Host` header: the authority as the legacy client set it (port omitted when 80).
+    /// An `https://` instance.
+    https: bool,
+    /// `https://`: the TLS client config and the name sent (SNI) and verified.
+    tls: Option<(Arc<tokio_rustls::rustls::ClientConfig>, ServerName<'static>)>,
+    /// `Host` header: the authority (port omitted when the scheme's default).
     host_header: HeaderValue,
     /// For `CONNECT`, sent in authority form.
     authority: Option<Authority>,
@@ -96,18 +145,26 @@ struct Target {
 }
 
 impl Target {
-    fn new(base: &Uri) -> Target {
+    fn new(base: &Uri, tls: Option<&Arc<tokio_rustls::rustls::ClientConfig>>) -> Target {
         let host = base.host().unwrap_or("localhost");
+        let https = base.scheme_str() == Some("https");
+        let default_port = if https { 443 } else { 80 };
         let header = match base.port_u16() {
-            Some(port) if port != 80 => format!("{host}:{port}"),
+            Some(port) if port != default_port => format!("{host}:{port}"),
             _ => host.to_string(),
         };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tls = match (https, tls) {
+            (true, Some(config)) => ServerName::try_from(bare.to_string())
+                .ok()
+                .map(|name| (config.clone(), name)),
+            _ => None,
+        };
         Target {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port: base.port_u16().unwrap_or(80),
+            host: bare.to_string(),
+            port: base.port_u16().unwrap_or(default_port),
+            https,
+            tls,
             host_header: HeaderValue::from_str(&header)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             authority: base.authority().cloned(),
@@ -154,8 +211,8 @@ impl Pool {
     /// `queued` is the upstream's `tidemark_upstream_queued_requests` gauge.
     pub fn new(base: &Uri, settings: ClientSettings, queued: metrics::Gauge) -> Pool {
         Pool {
+            target: Target::new(base, settings.tls.as_ref()),
             shared: Arc::new(Shared::new(settings, queued)),
-            target: Target::new(base),
         }
     }
 
@@ -234,18 +291,44 @@ impl Pool {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set on an upstream connection");
         }
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        let (conn_handle, closed) = Conn::new(sender);
-        tokio::spawn(async move {
-            let _closed = closed;
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        let conn = match &self.target.tls {
+            None if self.target.https => {
+                return Err(SendError::Tls(std::io::Error::other(
+                    "no TLS client config for this https:// instance (its host is not a valid server name)",
+                )))
             }
-        });
-        Ok(Busy::new(conn_handle, permit, self.shared.clone()))
+            None => start(stream).await?,
+            Some((config, name)) => {
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let handshake = connector.connect(name.clone(), stream);
+                match tokio::time::timeout(within, handshake).await {
+                    Err(_) => return Err(SendError::ConnectTimeout(within)),
+                    Ok(Err(e)) => return Err(SendError::Tls(e)),
+                    Ok(Ok(stream)) => start(stream).await?,
+                }
+            }
+        };
+        Ok(Busy::new(conn, permit, self.shared.clone()))
     }
+}
+
+/// The HTTP/1.1 handshake on `io`; the connection's task (with upgrades) runs on its
+/// own.
+async fn start<IO>(io: IO) -> Result<Conn, SendError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(SendError::Http)?;
+    let (conn_handle, closed) = Conn::new(sender);
+    tokio::spawn(async move {
+        let _closed = closed;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(conn_handle)
 }
 
 /// The response says the upstream closes the connection after it (`Connection:

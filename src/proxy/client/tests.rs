@@ -145,6 +145,7 @@ async fn upstream() -> Upstream {
 
 fn settings(idle: Duration) -> ClientSettings {
     ClientSettings {
+        tls: None,
         connect_timeout: Duration::from_secs(5),
         pool_idle_timeout: idle,
         pool_max_idle: 8,
@@ -210,12 +211,12 @@ async fn sequential_requests_reuse_one_connection_in_origin_form_with_host() {
     );
     let (_, body) = get(&pool, "/c?y").await;
     assert_eq!(body, format!("GET /api/c?y host={}", up.addr));
-    let t = Target::new(&"http://example.com:80/x".parse().unwrap());
+    let t = Target::new(&"http://example.com:80/x".parse().unwrap(), None);
     assert_eq!(
         (t.host_header.to_str().unwrap(), t.port),
         ("example.com", 80)
     );
-    let t = Target::new(&"http://[::1]:8080".parse().unwrap());
+    let t = Target::new(&"http://[::1]:8080".parse().unwrap(), None);
     assert_eq!(
         (t.host.as_str(), t.host_header.to_str().unwrap()),
         ("::1", "[::1]:8080")
