@@ -18,6 +18,7 @@
 //! - [`cache`]: the write-through cache (memory, bounded by entries and bytes; Redis
 //!   in [`store::redis`]); entries bound to the writer's identity hash.
 //! - [`store`]: shared state in Redis.
+//! - [`nats`]: the NATS connection (`[nats]`) of the `nats` checkpoint source.
 //! - [`database`]: PostgreSQL pools (`[databases.NAME]`) for the `postgres` source and fences.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API) and
@@ -39,6 +40,7 @@ pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod gateway;
+pub mod nats;
 pub mod position;
 pub mod proxy;
 pub mod reload;
@@ -114,6 +116,8 @@ pub enum ServeError {
     /// The config did not build (keys, routes, TLS files): every error.
     #[error("the gateway cannot start:\n  {}", .0.join("\n  "))]
     Start(Vec<String>),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
 }
 
 /// Builds, without serving, what [`serve`] builds from a validated config and can
@@ -191,21 +195,29 @@ pub async fn serve_with(
             (Cache::Redis(store.clone()), Some(store))
         }
     };
+    let nats = match &config.nats {
+        Some(n) => Some(Arc::new(nats::Nats::connect(n).await?)),
+        None => None,
+    };
     let shared = reload::Shared {
         registry,
         cache,
         store,
+        nats,
     };
     // The recorder first: the gateway's upstreams take their metric handles from it.
     let prometheus = telemetry::prometheus();
     // `gateway` and `reload` are set by the reloader, for each generation.
     let template = admin::AdminState {
-        gateway: Arc::new(Gateway::new(
-            config.clone(),
-            shared.registry.load_full(),
-            shared.cache.clone(),
-            shared.store.clone(),
-        )?),
+        gateway: Arc::new(
+            Gateway::new(
+                config.clone(),
+                shared.registry.load_full(),
+                shared.cache.clone(),
+                shared.store.clone(),
+            )?
+            .with_nats(shared.nats.clone()),
+        ),
         prometheus,
         shutdown: shutdown.clone(),
         reload: None,

@@ -48,6 +48,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "store",
     "cache.max_entries",
     "cache.max_bytes",
+    "nats",
 ];
 
 /// What serves requests now: read once per request.
@@ -138,6 +139,7 @@ pub(crate) struct Reloader {
     pub(crate) tls: TlsSource,
     cache: Cache,
     store: Option<Arc<RedisStore>>,
+    nats: Option<Arc<crate::nats::Nats>>,
     template: AdminState,
     shutdown: CancellationToken,
     polls: CancellationToken,
@@ -148,6 +150,8 @@ pub(crate) struct Shared {
     pub registry: Arc<ArcSwap<Registry>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// `[nats]`, connected at start-up (restart-only).
+    pub nats: Option<Arc<crate::nats::Nats>>,
 }
 
 impl Reloader {
@@ -180,6 +184,7 @@ impl Reloader {
             tls: Arc::new(arc_swap::ArcSwapOption::new(tls_config)),
             cache: shared.cache,
             store: shared.store,
+            nats: shared.nats,
             template,
             shutdown,
             polls,
@@ -257,6 +262,7 @@ impl Reloader {
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             store: self.store.clone(),
+            nats: self.nats.clone(),
         };
         // The recent hold timeouts shown on the status page outlive a reload.
         let recent = self.live.load().gateway.recent_timeouts.clone();
@@ -313,7 +319,7 @@ fn build(
         }
     };
     let gateway = Gateway::new(config, registry, shared.cache.clone(), shared.store.clone());
-    match gateway {
+    match gateway.map(|g| g.with_nats(shared.nats.clone())) {
         Ok(mut g) if errors.is_empty() => {
             if let Some(recent) = recent_timeouts {
                 g.recent_timeouts = recent;
@@ -362,6 +368,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     );
     keep!("server.drain_timeout", old.drain_timeout, s.drain_timeout);
     keep!("store", running.store, new.store);
+    keep!("nats", running.nats, new.nats);
     keep!(
         "cache.max_entries",
         running.cache.max_entries,
@@ -375,10 +382,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     ignored
 }
 
-/// Starts the checkpoint sources that run on their own (`poll`, `postgres`), until
-/// `token`.
+/// Starts the checkpoint sources that run on their own (`poll`, `postgres`, `nats`),
+/// until `token`.
 pub(crate) fn spawn_polls(gateway: &Gateway, registry: &Registry, token: &CancellationToken) {
     checkpoint::sources::spawn_all(&gateway.config, registry, &gateway.databases, token);
+    checkpoint::sources::nats::spawn_all(&gateway.config, registry, gateway.nats.as_ref(), token);
 }
 
 /// The Redis store's sink: always the current registry.

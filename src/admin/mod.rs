@@ -65,6 +65,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         Some(_) => "degraded",
     };
     let mut body = json!({"status": "ready", "store": store});
+    // `[nats]`: `ok` while connected, `degraded` while (re)connecting.
+    if let Some(nats) = &s.gateway.nats {
+        body["nats"] = nats.health().as_str().into();
+    }
     // Each `[databases.NAME]`: `idle` (not queried yet), `ok` or `degraded`.
     if !s.gateway.databases.is_empty() {
         let dbs: serde_json::Map<String, serde_json::Value> = s
@@ -79,10 +83,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         body["status"] = "shutting_down".into();
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    // A degraded Redis or database does not make the gateway unready: it still serves
-    // (reads from its local checkpoints, writes without the shared cache or a fence),
-    // and every gateway shares them, so failing readiness would take the whole fleet
-    // out at once.
+    // A degraded Redis, database or NATS does not make the gateway unready: it still
+    // serves (reads from its local checkpoints, writes without the shared cache or a
+    // fence), and every gateway shares them, so failing readiness would take the whole
+    // fleet out at once.
     Json(body).into_response()
 }
 

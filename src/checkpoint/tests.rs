@@ -98,11 +98,13 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
                     sources: vec![SourceKind::Push],
                     instances: names(instances),
                     poll: None,
+                    nats: None,
                 };
                 (name.to_string(), p)
             })
             .collect(),
         routes: vec![],
+        nats: None,
         positions: Default::default(),
     }
 }

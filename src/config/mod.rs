@@ -8,6 +8,7 @@
 pub mod databases;
 pub mod env;
 pub mod lint;
+pub mod nats;
 pub mod positions;
 pub mod raw;
 pub mod validate;
@@ -48,6 +49,8 @@ pub struct Config {
     pub projections: BTreeMap<String, ProjectionConfig>,
     /// Routes in file order (the order they match in).
     pub routes: Vec<RouteConfig>,
+    /// `[nats]`: the NATS connection of the `nats` source. Default: none.
+    pub nats: Option<nats::NatsConfig>,
     /// `[databases.NAME]`, the `postgres` checkpoint sources and the write fences.
     pub positions: PositionsConfig,
 }
@@ -303,6 +306,7 @@ pub enum SourceKind {
     Redis,
     Header,
     Poll,
+    Nats,
     Postgres,
 }
 
@@ -313,6 +317,7 @@ impl SourceKind {
             SourceKind::Redis => "redis",
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
+            SourceKind::Nats => "nats",
             SourceKind::Postgres => "postgres",
         }
     }
@@ -330,6 +335,8 @@ pub struct ProjectionConfig {
     pub instances: Vec<String>,
     /// `poll` source settings, when `sources` has `poll`.
     pub poll: Option<PollConfig>,
+    /// `nats` source settings, when `sources` has `nats`.
+    pub nats: Option<nats::NatsSourceConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -61,10 +61,20 @@ pub struct RawFence {
     pub log: Field<String>,
     pub schema: Field<String>,
     pub fallback: Field<String>,
+    /// A `nats_stream` fence (see [`super::nats::FenceCheck`]).
+    pub nats_stream: Field<String>,
 }
 
 /// Known keys of a route's `fence`.
-pub const FENCE_KEYS: &[&str] = &["database", "query", "preset", "log", "schema", "fallback"];
+pub const FENCE_KEYS: &[&str] = &[
+    "database",
+    "query",
+    "preset",
+    "log",
+    "schema",
+    "fallback",
+    "nats_stream",
+];
 
 /// A validated `[projections.NAME.postgres]`.
 #[derive(Debug, Clone)]
@@ -100,6 +110,8 @@ pub struct PositionsConfig {
     pub sources: BTreeMap<String, PostgresSourceConfig>,
     /// By write route name.
     pub fences: BTreeMap<String, FenceConfig>,
+    /// `nats_stream` fences, by write route name.
+    pub nats_fences: BTreeMap<String, super::nats::NatsFenceConfig>,
 }
 
 /// The preset parameters and the query, shared by sources and fences.
@@ -431,6 +443,7 @@ pub fn fences(
     raw: Vec<RouteFence>,
     databases: &[String],
     known_logs: &[String],
+    nats: &mut super::nats::FenceCheck,
 ) -> BTreeMap<String, FenceConfig> {
     let mut out = BTreeMap::new();
     for f in raw {
@@ -443,6 +456,10 @@ pub fn fences(
                 format!("a fence on a `{kind}` route"),
                 "fences run after writes: move `fence` to the write route, or remove it",
             );
+            continue;
+        }
+        if f.raw.nats_stream.is_some() {
+            nats.check(errs, &p, f.route, f.raw, f.default_log, known_logs);
             continue;
         }
         let database = errs.field::<String>(&format!("{p}.database"), f.raw.database);
@@ -521,6 +538,8 @@ pub struct Raw<'a> {
     pub fences: Vec<RouteFence>,
     /// Every `[databases.NAME]` in the file, readable or not.
     pub database_names: &'a [String],
+    /// Whether `[nats]` is configured (a `nats_stream` fence needs it).
+    pub has_nats: bool,
 }
 
 /// Takes the `postgres` tables and `fence`s out of `raw` (the other checks do not
@@ -575,11 +594,13 @@ pub fn check(
     known_logs.sort();
     known_logs.dedup();
     let sources = sources(errs, raw.sources, projections, raw.database_names);
-    let fences = fences(errs, raw.fences, raw.database_names, &known_logs);
+    let mut nats = super::nats::FenceCheck::new(raw.has_nats);
+    let fences = fences(errs, raw.fences, raw.database_names, &known_logs, &mut nats);
     PositionsConfig {
         databases,
         sources,
         fences,
+        nats_fences: nats.fences,
     }
 }
 

@@ -232,7 +232,7 @@ pub struct RawUpstream {
 pub struct RawProjection {
     /// Logs consumed (required, non-empty).
     pub logs: Field<Vec<String>>,
-    /// `push` | `redis` | `header` | `poll`. Default `["push"]`.
+    /// `push` | `redis` | `header` | `poll` | `nats`. Default `["push"]`.
     pub sources: Field<Vec<String>>,
     /// `poll`: URL for every instance; exclusive with `poll_urls`.
     pub poll_url: Field<String>,
@@ -242,6 +242,8 @@ pub struct RawProjection {
     pub poll_interval: Field<String>,
     /// Duration. Default `500ms`.
     pub poll_timeout: Field<String>,
+    /// `[projections.NAME.nats]`: the `nats` source.
+    pub nats: Option<super::nats::RawNatsSource>,
     /// `[projections.NAME.postgres]`: the `postgres` source.
     pub postgres: Option<super::positions::RawPostgresSource>,
 }
@@ -321,6 +323,8 @@ pub struct RawConfig {
     pub projection_names: Vec<String>,
     /// Routes in file order; `None` for a route that is not a table.
     pub routes: Vec<Option<RawRoute>>,
+    /// `[nats]`, when present.
+    pub nats: Option<super::nats::RawNats>,
     /// `[databases.NAME]` that deserialized, by name.
     pub databases: BTreeMap<String, super::databases::RawDatabase>,
     /// Every database name in the file, readable or not.
@@ -341,6 +345,7 @@ pub mod keys {
         "upstreams",
         "projections",
         "routes",
+        "nats",
         "databases",
     ];
     /// `[server]`
@@ -435,6 +440,7 @@ pub mod keys {
         "poll_urls",
         "poll_interval",
         "poll_timeout",
+        "nats",
         "postgres",
     ];
     /// `[[routes]]`

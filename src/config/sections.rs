@@ -62,6 +62,7 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
                 }
             }
             "routes" => raw.routes = routes(value, errs),
+            "nats" => raw.nats = section(value, "nats", |_| super::nats::KEYS, errs),
             "databases" => {
                 for (name, value) in named_tables(value, "databases", errs) {
                     let key = format!("databases.{name}");
@@ -108,10 +109,10 @@ fn route_keys(parent: &[String]) -> &'static [&'static str] {
 }
 
 fn projection_keys(parent: &[String]) -> &'static [&'static str] {
-    if parent.first().is_some_and(|p| p == "postgres") {
-        super::positions::SOURCE_KEYS
-    } else {
-        keys::PROJECTION
+    match parent.first().map(String::as_str) {
+        Some("postgres") => super::positions::SOURCE_KEYS,
+        Some("nats") => super::nats::SOURCE_KEYS,
+        _ => keys::PROJECTION,
     }
 }
 
@@ -359,7 +360,12 @@ mod tests {
     fn known_key_lists_match_the_structs() {
         fn all(keys: &[&str]) -> String {
             keys.iter()
-                .filter(|k| !matches!(**k, "verify_keys" | "cache" | "tls" | "postgres" | "fence"))
+                .filter(|k| {
+                    !matches!(
+                        **k,
+                        "verify_keys" | "cache" | "tls" | "postgres" | "fence" | "nats"
+                    )
+                })
                 .map(|k| format!("{k} = 0\n"))
                 .collect()
         }
@@ -367,7 +373,8 @@ mod tests {
             "[server]\n{}[server.tls]\n{}[headers]\n{}[admin]\n{}[store]\n{}[cache]\n{}\
              [upstreams.u]\n{}[projections.p]\n{}[projections.p.postgres]\n{}[token]\n{}\
              [[token.verify_keys]]\n{}[databases.d]\n{}\
-             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}",
+             [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}\
+             [projections.p.nats]\n{}[nats]\n{}",
             all(keys::SERVER),
             all(keys::SERVER_TLS),
             all(keys::HEADERS),
@@ -383,6 +390,8 @@ mod tests {
             all(keys::ROUTE),
             all(keys::ROUTE_CACHE),
             all(super::super::positions::FENCE_KEYS),
+            all(super::super::nats::SOURCE_KEYS),
+            all(super::super::nats::KEYS),
         );
         let (raw, errors) = read(&text);
         assert!(errors.is_empty(), "{errors:?}");
@@ -390,6 +399,8 @@ mod tests {
         assert!(raw.routes[0].as_ref().unwrap().cache.is_some());
         assert!(raw.routes[0].as_ref().unwrap().fence.is_some());
         assert!(raw.projections["p"].postgres.is_some());
+        assert!(raw.projections["p"].nats.is_some());
+        assert!(raw.nats.is_some());
         assert!(raw.databases.contains_key("d"));
         assert_eq!(raw.token.verify_keys.len(), 1);
     }

@@ -184,6 +184,7 @@ pub fn parse_source(text: &str) -> Option<SourceKind> {
         "redis" => Some(SourceKind::Redis),
         "header" => Some(SourceKind::Header),
         "poll" => Some(SourceKind::Poll),
+        "nats" => Some(SourceKind::Nats),
         "postgres" => Some(SourceKind::Postgres),
         _ => None,
     }
@@ -261,7 +262,7 @@ fn projection(
         errs.push(
             &src_key,
             "no checkpoint source",
-            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`",
+            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`, `nats`",
         );
     }
     for (i, text) in texts.iter().enumerate() {
@@ -269,7 +270,7 @@ fn projection(
             None => errs.push(
                 format!("{src_key}[{i}]"),
                 format!("unknown source `{text}`"),
-                "use `push`, `redis`, `header`, `poll` or `postgres`",
+                "use `push`, `redis`, `header`, `poll`, `postgres` or `nats`",
             ),
             Some(s) if sources.contains(&s) => errs.push(
                 format!("{src_key}[{i}]"),
@@ -300,6 +301,7 @@ fn projection(
         sources,
         instances: Vec::new(),
         poll,
+        nats: None,
     }
 }
 

@@ -15,10 +15,10 @@ use http::HeaderName;
 
 pub use super::collect::Errors;
 use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
-use super::{databases, env, positions, routes, sections, token_section, upstreams, values};
+use super::{databases, env, nats, positions, routes, sections, token_section, upstreams, values};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
-    RedisTarget, ServerConfig, StoreConfig, TlsFiles,
+    RedisTarget, ServerConfig, SourceKind, StoreConfig, TlsFiles,
 };
 
 /// Parses, overrides, and validates; see the module doc.
@@ -50,7 +50,19 @@ pub fn from_toml(
     let upstreams = upstreams::upstreams(&mut errs, raw.upstreams);
     let redis = matches!(store, StoreConfig::Redis(_));
     let databases = databases::databases(&mut errs, std::mem::take(&mut raw.databases), env);
-    let projections = upstreams::projections(&mut errs, raw.projections, redis);
+    let nats = raw.nats.take().and_then(|n| nats::nats(&mut errs, n, env));
+    let raw_nats_sources: Vec<_> = raw
+        .projections
+        .iter_mut()
+        .map(|(name, p)| (name.clone(), p.nats.take()))
+        .collect();
+    let mut projections = upstreams::projections(&mut errs, raw.projections, redis);
+    for (name, raw_source) in raw_nats_sources {
+        if let Some(p) = projections.get_mut(&name) {
+            let wanted = p.sources.contains(&SourceKind::Nats);
+            p.nats = nats::source(&mut errs, p, raw_source, wanted, nats.is_some());
+        }
+    }
     let names = routes::Names {
         upstreams: &raw.upstream_names,
         projections: &raw.projection_names,
@@ -63,6 +75,7 @@ pub fn from_toml(
             sources: raw_sources,
             fences: raw_fences,
             database_names: &raw.database_names,
+            has_nats: nats.is_some(),
         },
         databases,
         &projections,
@@ -87,6 +100,7 @@ pub fn from_toml(
         upstreams,
         projections,
         routes,
+        nats,
         positions,
     })
 }

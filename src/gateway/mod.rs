@@ -43,6 +43,8 @@ pub struct Gateway {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Cache,
     pub store: Option<Arc<RedisStore>>,
+    /// The NATS connection (`[nats]`), shared by every generation. Default: none.
+    pub nats: Option<Arc<crate::nats::Nats>>,
     /// `[databases.NAME]` pools (checkpoint source `postgres`, write fences).
     pub databases: crate::database::Databases,
     /// Write routes' fences, by route name.
@@ -136,6 +138,7 @@ impl Gateway {
             upstreams,
             cache,
             store,
+            nats: None,
             fences,
             databases,
             recent_timeouts: Arc::default(),
@@ -147,6 +150,13 @@ impl Gateway {
             internal_response,
             draining: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Uses `nats` for the `nats` sources, the `nats_stream` fences and `/readyz`.
+    pub fn with_nats(mut self, nats: Option<Arc<crate::nats::Nats>>) -> Gateway {
+        self.fences.add_nats(&self.config, nats.as_ref());
+        self.nats = nats;
+        self
     }
 
     /// Ends holds when `draining` is cancelled: each held read is answered at once as

@@ -128,10 +128,15 @@ impl App {
                         // One append at a time: the log's order is its commit order.
                         let mut client = db.client.lock().await;
                         let result = match client.as_ref() {
-                            Some(c) if !c.is_closed() => c.execute(layout.append, &[&id, &body]).await,
+                            Some(c) if !c.is_closed() => {
+                                c.execute(layout.append, &[&id, &body]).await
+                            }
                             _ => {
                                 *client = try_connect(&db.url).await;
-                                return (StatusCode::SERVICE_UNAVAILABLE, "database down".to_string());
+                                return (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "database down".to_string(),
+                                );
                             }
                         };
                         match result {

@@ -4,12 +4,14 @@
 //! per kind behind [`Fence`]:
 //!
 //! - [`postgres`]: a query (or preset) on a `[databases.NAME]`.
+//! - [`nats`]: a JetStream stream's last sequence (`nats_stream`).
 //!
 //! A fence that fails (database down, `query_timeout`) never costs the write its
 //! answer: the write path marks the fence's log in the token for the primary until
 //! `fallback` has passed (claim `pri`, see [`crate::token::Claims`]), and the gate
 //! sends the session's reads of that log to the route's primary meanwhile.
 
+pub mod nats;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ pub type FenceError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub enum Fence {
     Postgres(postgres::PostgresFence),
+    Nats(nats::NatsFence),
 }
 
 impl Fence {
@@ -34,6 +37,7 @@ impl Fence {
     pub async fn read(&self) -> Result<PositionVector, FenceError> {
         match self {
             Fence::Postgres(f) => f.read().await,
+            Fence::Nats(f) => f.read().await,
         }
     }
 
@@ -41,6 +45,7 @@ impl Fence {
     pub fn log(&self) -> &str {
         match self {
             Fence::Postgres(f) => &f.config.log,
+            Fence::Nats(f) => &f.config.log,
         }
     }
 
@@ -48,6 +53,7 @@ impl Fence {
     pub fn fallback(&self) -> Duration {
         match self {
             Fence::Postgres(f) => f.config.fallback,
+            Fence::Nats(f) => f.config.fallback,
         }
     }
 
@@ -55,6 +61,7 @@ impl Fence {
     pub fn describe(&self) -> String {
         match self {
             Fence::Postgres(f) => f.describe(),
+            Fence::Nats(f) => f.describe(),
         }
     }
 }
