@@ -4,7 +4,7 @@
 # Installs, only when missing, what the tests start as child processes or drive:
 # redis-server, chromium, PostgreSQL (initdb/pg_ctl under /usr/lib/postgresql/*/bin),
 # nats-server, wrk (apt-get update at most once, quietly; needs root or sudo), then
-# runs `cargo test --locked` and closes with "N passed, N failed, N skipped".
+# runs `cargo test --locked --no-fail-fast` (every suite, so the totals are whole) and closes with "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,7 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # Close with the totals of every suite (cargo's own last line is the doc-test run's).
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

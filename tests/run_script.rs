@@ -103,7 +103,10 @@ fn installs_only_what_is_missing_then_runs_the_suite_and_totals_it() {
             "{present} is installed: {install}"
         );
     }
-    assert_eq!(lines[2], "cargo test --locked --test config", "{calls}");
+    assert_eq!(
+        lines[2], "cargo test --locked --no-fail-fast --test config",
+        "{calls}"
+    );
     assert_eq!(lines.len(), 3, "{calls}");
     assert_eq!(
         stdout.lines().last(),
@@ -129,7 +132,7 @@ fn an_equipped_machine_installs_nothing_and_cargo_decides_the_status() {
     ];
     let bin = machine(dir.path(), &all, 101);
     let (out, calls) = run(dir.path(), &bin, &[]);
-    assert_eq!(calls, "cargo test --locked\n");
+    assert_eq!(calls, "cargo test --locked --no-fail-fast\n");
     assert_eq!(
         out.status.code(),
         Some(101),
