@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderName, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{Gateway, RequestCtx};
@@ -77,18 +77,13 @@ impl Gateway {
             .as_ref()
             .map(|c| c.pos.restrict(projection.logs()))
             .unwrap_or_default();
-        // Only entries of the caller's identity may answer (hashed once per read).
-        let identity = match (&claims, &ctx.route.cache) {
-            (Some(_), Some(c)) => self.keys.identity_key().identity(&c.vary, &parts.headers),
-            _ => String::new(),
-        };
         let answer = self
             .decide(
                 ctx,
                 read,
                 level,
                 claims.as_deref(),
-                &identity,
+                &parts.headers,
                 &token_required,
                 &projection,
                 &upstream,
@@ -193,7 +188,7 @@ impl Gateway {
         read: &ReadRoute,
         level: Level,
         claims: Option<&Claims>,
-        identity: &str,
+        headers: &HeaderMap,
         token_required: &PositionVector,
         projection: &Arc<Projection>,
         upstream: &Upstream,
@@ -267,9 +262,13 @@ impl Gateway {
                 Decision::LookupCache => {
                     let key = cache_key.as_deref().unwrap_or_default();
                     let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
+                    // Only entries of the caller's identity may answer. Hashed here, at
+                    // the lookup, not per read: a fresh read never consults the cache.
+                    let vary = ctx.route.cache.as_ref().map_or(&[][..], |c| &c.vary[..]);
+                    let identity = self.keys.identity_key().identity(vary, headers);
                     // Boxed: the store's lookup future is large and only some routes
                     // have a cache; every held read would carry it inline.
-                    cache = match Box::pin(self.cache.get(key, sid, identity)).await {
+                    cache = match Box::pin(self.cache.get(key, sid, &identity)).await {
                         Ok(Some(entry)) if entry.position.covers(token_required) => {
                             cached = Some(entry);
                             CacheState::Hit
