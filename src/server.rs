@@ -1,8 +1,14 @@
-//! The listener loop shared by the client and admin listeners: hyper-util's auto
-//! builder (HTTP/1.1 and HTTP/2) with a timer so the header-read timeout applies
-//! (`axum::serve` sets none: slowloris), limits on header count and size, a
-//! connection limit, optional TLS, a watchdog per connection, and a bounded graceful
-//! drain.
+//! The listener loop shared by the client and admin listeners: HTTP/1.1 and HTTP/2
+//! with a timer so the header-read timeout applies (`axum::serve` sets none:
+//! slowloris), limits on header count and size, a connection limit, optional TLS, a
+//! watchdog per connection, and a bounded graceful drain.
+//!
+//! On plain TCP the protocol is told from the client's first bytes, peeked (left in
+//! the socket): the h2c preface goes to hyper's HTTP/2 server, anything else to its
+//! HTTP/1.1 server, each given the bare stream. hyper-util's auto builder, used over
+//! TLS, reads those bytes itself and replays them through a wrapper on every read,
+//! and its first short read made hyper's HTTP/1.1 read buffer double to 16 KiB for
+//! the connection's life (8 KiB of each held read's memory).
 //!
 //! The watchdog ([`Conn::serve`]) closes a connection whose client sent no byte
 //! within `header_read_timeout` of the accept (or of the TLS handshake's end): the
@@ -26,6 +32,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -71,7 +78,11 @@ pub struct ListenerSettings {
 
 /// What every connection of a listener shares.
 struct Shared {
+    /// TLS connections (the protocol is read after the handshake).
     builder: auto::Builder<TokioExecutor>,
+    /// Plain TCP, once [`sniff`] told the protocol.
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     name: &'static str,
     header_read_timeout: Duration,
     idle_timeout: Duration,
@@ -95,8 +106,11 @@ pub async fn run<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let (http1, http2) = builders(&settings);
     let shared = Arc::new(Shared {
         builder: builder(&settings),
+        http1,
+        http2,
         name: settings.name,
         header_read_timeout: settings.header_read_timeout,
         idle_timeout: settings.idle_timeout,
@@ -187,6 +201,71 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The HTTP/1.1 and HTTP/2 builders for plain TCP, with the same limits as
+/// [`builder`]'s.
+fn builders(settings: &ListenerSettings) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_headers(settings.max_headers)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    (h1, h2)
+}
+
+/// The protocol a plain-TCP client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    /// h2c with prior knowledge: the connection preface.
+    Http2,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the client's first bytes so far say: `None` while they are a proper prefix of
+/// the h2c preface (more are needed).
+fn proto_of(first: &[u8]) -> Option<Proto> {
+    let n = first.len().min(PREFACE.len());
+    if first[..n] != PREFACE[..n] {
+        Some(Proto::Http1)
+    } else if n == PREFACE.len() {
+        Some(Proto::Http2)
+    } else {
+        None
+    }
+}
+
+/// Peeks at a plain-TCP client's first bytes (they stay in the socket for the server
+/// that takes the connection) until they tell the protocol. `None`: the client closed,
+/// sent nothing (or a part of the preface only) within `within`, or the drain began.
+async fn sniff(stream: &TcpStream, within: Duration, drain: &CancellationToken) -> Option<Proto> {
+    let deadline = Instant::now() + within;
+    let mut first = [0u8; PREFACE.len()];
+    loop {
+        let n = tokio::select! {
+            peeked = stream.peek(&mut first) => match peeked {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            },
+            () = tokio::time::sleep_until(deadline) => return None,
+            () = drain.cancelled() => return None,
+        };
+        if let Some(proto) = proto_of(&first[..n]) {
+            return Some(proto);
+        }
+        // A part of the preface: the socket stays readable while it holds unread
+        // bytes, so look again shortly (bounded by the deadline above).
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
 /// One accepted connection, before its (optional) TLS handshake.
 struct Conn {
     stream: TcpStream,
@@ -207,11 +286,30 @@ impl Conn {
         let (peer, name) = (self.peer, self.shared.name);
         match self.tls.clone() {
             None => {
+                let within = self
+                    .shared
+                    .header_read_timeout
+                    .min(self.shared.idle_timeout);
+                let Some(proto) = sniff(&self.stream, within, &self.shared.drain).await else {
+                    tracing::debug!(listener = name, %peer, "no request within header_read_timeout; closed");
+                    return;
+                };
                 let stream = self.stream;
-                Self::watch(self.shared, self.permit, false, peer, stream, handler).await
+                Self::watch(
+                    self.shared,
+                    self.permit,
+                    false,
+                    peer,
+                    stream,
+                    Some(proto),
+                    handler,
+                )
+                .await
             }
             Some(config) => {
-                let accept = tokio_rustls::TlsAcceptor::from(config).accept(self.stream);
+                // Boxed: the handshake's state would otherwise size the task of every
+                // connection, plain ones included.
+                let accept = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(self.stream));
                 let timeout = self.shared.header_read_timeout;
                 let stream = match tokio::time::timeout(timeout, accept).await {
                     Ok(Ok(stream)) => stream,
@@ -224,25 +322,27 @@ impl Conn {
                         return;
                     }
                 };
-                Self::watch(self.shared, self.permit, true, peer, stream, handler).await
+                Self::watch(self.shared, self.permit, true, peer, stream, None, handler).await
             }
         }
     }
 
-    /// Serves the connection under its watchdog (see the module doc).
+    /// Serves the connection under its watchdog (see the module doc), with the server
+    /// `proto` names (`None`: the auto builder tells from the first bytes).
+    #[allow(clippy::too_many_arguments)]
     async fn watch<S, H, F>(
         shared: Arc<Shared>,
         permit: Arc<OwnedSemaphorePermit>,
         tls: bool,
         peer: SocketAddr,
         stream: S,
+        proto: Option<Proto>,
         handler: H,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let name = shared.name;
         let activity = Activity::new();
         let slot = TunnelSlot::new(permit, shared.tunnels.clone(), shared.close_tunnels.clone());
         let service = {
@@ -270,40 +370,99 @@ impl Conn {
             })
         };
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        let conn = shared.builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        // A client that sends nothing is closed at the first of the two timeouts.
-        let first_byte_by = activity.start() + shared.header_read_timeout.min(shared.idle_timeout);
-        let mut check = first_byte_by;
-        let mut closing = false;
-        let result = loop {
-            tokio::select! {
-                result = conn.as_mut() => break result,
-                () = shared.drain.cancelled(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+        // Each arm's connection boxed: it is allocated at the size of the protocol the
+        // client speaks (the auto builder's state is far larger than HTTP/1.1's), and
+        // the connection task stays small.
+        match proto {
+            None => {
+                let conn = shared.builder.serve_connection_with_upgrades(io, service);
+                Box::pin(drive(&shared, &activity, peer, conn, |c| {
+                    c.graceful_shutdown()
+                }))
+                .await
+            }
+            Some(Proto::Http1) => {
+                let conn = shared.http1.serve_connection(io, service).with_upgrades();
+                Box::pin(drive(&shared, &activity, peer, conn, |c| {
+                    c.graceful_shutdown()
+                }))
+                .await
+            }
+            Some(Proto::Http2) => {
+                let conn = shared.http2.serve_connection(io, service);
+                Box::pin(drive(&shared, &activity, peer, conn, |c| {
+                    c.graceful_shutdown()
+                }))
+                .await
+            }
+        }
+    }
+}
+
+/// Drives `conn` to its end under the watchdog: closed when the client sent no byte by
+/// the first-byte deadline, shut down gracefully (`shutdown`) when the drain starts or
+/// when it has been idle for `idle_timeout`.
+async fn drive<C, E>(
+    shared: &Shared,
+    activity: &Activity,
+    peer: SocketAddr,
+    conn: C,
+    shutdown: fn(std::pin::Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let name = shared.name;
+    tokio::pin!(conn);
+    // A client that sends nothing is closed at the first of the two timeouts.
+    let first_byte_by = activity.start() + shared.header_read_timeout.min(shared.idle_timeout);
+    let mut check = first_byte_by;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = shared.drain.cancelled(), if !closing => {
+                shutdown(conn.as_mut());
+                closing = true;
+            }
+            () = tokio::time::sleep_until(check), if !closing => {
+                let now = Instant::now();
+                if !activity.read_any() {
+                    tracing::debug!(listener = name, %peer, "no byte within header_read_timeout; closed");
+                    return;
                 }
-                () = tokio::time::sleep_until(check), if !closing => {
-                    let now = Instant::now();
-                    if !activity.read_any() {
-                        tracing::debug!(listener = name, %peer, "no byte within header_read_timeout; closed");
-                        return;
-                    }
-                    let idle_since = activity.last();
-                    if activity.in_flight() > 0 {
-                        check = now + shared.idle_timeout;
-                    } else if now >= idle_since + shared.idle_timeout {
-                        tracing::debug!(listener = name, %peer, "idle for idle_timeout; closing");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    } else {
-                        check = idle_since + shared.idle_timeout;
-                    }
+                let idle_since = activity.last();
+                if activity.in_flight() > 0 {
+                    check = now + shared.idle_timeout;
+                } else if now >= idle_since + shared.idle_timeout {
+                    tracing::debug!(listener = name, %peer, "idle for idle_timeout; closing");
+                    shutdown(conn.as_mut());
+                    closing = true;
+                } else {
+                    check = idle_since + shared.idle_timeout;
                 }
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
         }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_bytes_tell_h2c_from_http1() {
+        assert_eq!(proto_of(PREFACE), Some(Proto::Http2));
+        assert_eq!(proto_of(b"GET / HTTP/1.1\r\n"), Some(Proto::Http1));
+        // POST, PUT and PATCH start like the preface: one more byte tells.
+        assert_eq!(proto_of(b"P"), None);
+        assert_eq!(proto_of(b"PUT /x HTTP/1.1\r\n"), Some(Proto::Http1));
+        assert_eq!(proto_of(b"PATCH /x"), Some(Proto::Http1));
+        assert_eq!(proto_of(b"PRI * HTTP/2.0\r\n"), None);
+        assert_eq!(proto_of(b"PRI * HTTP/1.1\r\n"), Some(Proto::Http1));
+        assert_eq!(proto_of(b""), None);
     }
 }

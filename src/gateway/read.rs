@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::{Gateway, RequestCtx};
@@ -86,7 +86,7 @@ impl Gateway {
                 read,
                 level,
                 claims.as_deref(),
-                &parts.headers,
+                &mut parts,
                 &token_required,
                 &projection,
                 &upstream,
@@ -189,7 +189,7 @@ impl Gateway {
         read: &ReadRoute,
         level: Level,
         claims: Option<&Claims>,
-        headers: &HeaderMap,
+        parts: &mut Parts,
         token_required: &PositionVector,
         projection: &Arc<Projection>,
         upstream: &Upstream,
@@ -266,7 +266,7 @@ impl Gateway {
                     // Only entries of the caller's identity may answer. Hashed here, at
                     // the lookup, not per read: a fresh read never consults the cache.
                     let vary = ctx.route.cache.as_ref().map_or(&[][..], |c| &c.vary[..]);
-                    let identity = self.keys.identity_key().identity(vary, headers);
+                    let identity = self.keys.identity_key().identity(vary, &parts.headers);
                     // Boxed: the store's lookup future is large and only some routes
                     // have a cache; every held read would carry it inline.
                     cache = match Box::pin(self.cache.get(key, sid, &identity)).await {
@@ -283,6 +283,8 @@ impl Gateway {
                 }
                 Decision::Hold => {
                     if permit.is_none() {
+                        // Before the first wait: let go of hyper's read buffer.
+                        crate::proxy::headers::detach(parts);
                         permit = Some(self.registry.try_hold(projection).ok_or_else(|| {
                             GatewayError::HeldReadsFull {
                                 projection: projection.name().to_string(),

@@ -184,6 +184,26 @@ pub fn set_forwarded(
     }
 }
 
+/// Copies a request's header values and URI out of the connection's read buffer, of
+/// which hyper's HTTP/1.1 parser makes them slices, so that holding the request keeps
+/// none of that buffer alive. While a request is in flight hyper goes on reading the
+/// connection (to see the client leave) and reserves 8 KiB of room first: with the
+/// buffer still shared it allocates a fresh one (16 KiB after growth) per held read;
+/// with it unshared it reuses it. Called once, when a read starts to wait: a fresh read
+/// never pays the copies.
+pub fn detach(parts: &mut http::request::Parts) {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = parts.uri.to_string().parse::<http::Uri>() {
+        parts.uri = uri;
+    }
+}
+
 /// True when the message asks to switch protocols: a `Connection` value lists
 /// `upgrade` (any case) and an `Upgrade` header is present.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -300,6 +320,28 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(PeerText::new(v6).as_bytes(), b"2001:db8::1");
         assert_eq!(PeerText::new(v6).value(), "2001:db8::1");
+    }
+
+    #[test]
+    fn detach_keeps_every_header_line_and_the_uri() {
+        let mut pairs = END_TO_END.to_vec();
+        pairs.push(("x-multi", "1"));
+        pairs.push(("x-multi", "2"));
+        let mut req = http::Request::builder()
+            .uri("/users/7?a=b%20c")
+            .body(())
+            .unwrap();
+        *req.headers_mut() = map(&pairs);
+        let mut auth = HeaderValue::from_static("Bearer x");
+        auth.set_sensitive(true);
+        req.headers_mut().insert("authorization", auth);
+        let (mut parts, ()) = req.into_parts();
+        let before = parts.headers.clone();
+        detach(&mut parts);
+        assert_eq!(parts.headers, before);
+        assert_eq!(all(&parts.headers, "x-multi"), ["1", "2"]);
+        assert!(parts.headers["authorization"].is_sensitive());
+        assert_eq!(parts.uri, "/users/7?a=b%20c");
     }
 
     const END_TO_END: [(&str, &str); 6] = [
