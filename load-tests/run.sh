@@ -5,7 +5,7 @@
 #   load-tests/run.sh            # everything
 #   QUICK=1 load-tests/run.sh    # short runs (smoke test, ~3 minutes)
 #
-# Needs: cargo, taskset, redis-server; installs Debian's nginx, postgresql and
+# Needs: cargo, taskset, redis-server; installs Debian's nginx, wrk, postgresql and
 # nats-server if missing (never starts or touches the system's services: ours run in the
 # foreground from scratch dirs on free loopback ports).
 set -euo pipefail
@@ -17,9 +17,11 @@ scratch=$(mktemp -d /tmp/tidemark-load.XXXXXX)
 mkdir -p "$out"
 echo "results: $out (scratch $scratch)"
 
-if ! command -v nginx >/dev/null; then
-  apt-get install -y nginx >/dev/null
-fi
+for tool in nginx wrk; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get install -y "$tool" >/dev/null
+  fi
+done
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   apt-get install -y postgresql >/dev/null
 fi
@@ -41,7 +43,7 @@ load="$root/target/release/tidemark-load"
 
 "$load" machine --out "$out/machine.json"
 
-# 1 + 5: proxies on core 1, generator + upstream + redis on core 0.
+# 1 + 5: proxies on core 1; the origin, the generators (this tool, then wrk) and redis on core 0.
 taskset -c 0 "$load" fresh --gateway-bin "$bin" --proxy-core 1 --duration-s "$dur" \
   --repeats "$reps" --redis --out "$out/fresh.json" --scratch "$scratch/fresh"
 # 2: the generator on core 0; the gateway and the backend it fronts (projector, pushes,
@@ -50,6 +52,9 @@ taskset -c 0 "$load" ryw --gateway-bin "$bin" --gateway-core 1 --backend-core 1 
   --out "$out/ryw.json" --scratch "$scratch/ryw"
 # 3
 "$load" held --gateway-bin "$bin" --counts "$counts" --out "$out/held.json" --scratch "$scratch/held"
+# 3 over HTTP/1.1: one connection per held read (10,000: under the 20,000 descriptor limit).
+"$load" held --http1 --gateway-bin "$bin" --counts "${counts%%,*}" --out "$out/held-http1.json" \
+  --scratch "$scratch/held-http1"
 # 6: positions from PostgreSQL (primary + hot standby) and NATS JetStream, real servers
 # started by the tool on free loopback ports (~2 minutes; not pinned: the servers are
 # the tool's children). Numbered 6 in the report; run here, before the benches.
