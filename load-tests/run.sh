@@ -5,8 +5,9 @@
 #   load-tests/run.sh            # everything
 #   QUICK=1 load-tests/run.sh    # short runs (smoke test, ~3 minutes)
 #
-# Needs: cargo, taskset, redis-server; installs Debian's nginx and wrk if missing (never
-# starts or touches the system nginx: ours runs in the foreground from a scratch dir).
+# Needs: cargo, taskset, redis-server; installs Debian's nginx, wrk, postgresql and
+# nats-server if missing (never starts or touches the system's services: ours run in the
+# foreground from scratch dirs on free loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,13 +22,19 @@ for tool in nginx wrk; do
     apt-get install -y "$tool" >/dev/null
   fi
 done
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  apt-get install -y postgresql >/dev/null
+fi
+if ! command -v nats-server >/dev/null && [[ ! -x /usr/sbin/nats-server ]]; then
+  apt-get install -y nats-server >/dev/null
+fi
 # As many file descriptors as allowed (held reads and lagging pairs use thousands).
 ulimit -n "$(ulimit -Hn)" || true
 
 if [[ -n "${QUICK:-}" ]]; then
-  dur=1; reps=1; pairs=2000; counts=2000,10000
+  dur=1; reps=1; pairs=2000; counts=2000,10000; src_s=4
 else
-  dur=4; reps=3; pairs=10000; counts=10000,50000
+  dur=4; reps=3; pairs=10000; counts=10000,50000; src_s=15
 fi
 
 cargo build --release --workspace
@@ -48,6 +55,11 @@ taskset -c 0 "$load" ryw --gateway-bin "$bin" --gateway-core 1 --backend-core 1 
 # 3 over HTTP/1.1: one connection per held read (10,000: under the 20,000 descriptor limit).
 "$load" held --http1 --gateway-bin "$bin" --counts "${counts%%,*}" --out "$out/held-http1.json" \
   --scratch "$scratch/held-http1"
+# 6: positions from PostgreSQL (primary + hot standby) and NATS JetStream, real servers
+# started by the tool on free loopback ports (~2 minutes; not pinned: the servers are
+# the tool's children). Numbered 6 in the report; run here, before the benches.
+"$load" sources --gateway-bin "$bin" --load-s "$src_s" --write-s "$src_s" \
+  --out "$out/sources.json" --scratch "$scratch/sources"
 # 4: criterion benches; their median estimates are copied next to the JSON.
 cargo bench --bench waiters -- --warm-up-time 1 --measurement-time 3 2>&1 | tee "$out/bench-waiters.txt"
 cargo bench --bench token -- --warm-up-time 1 --measurement-time 3 token/verify_hs256 2>&1 | tee "$out/bench-token.txt"

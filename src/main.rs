@@ -50,6 +50,16 @@ enum Command {
         /// Exit after the walkthrough instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Keep the log in this PostgreSQL (schema `tidemark_demo`, dropped and
+        /// recreated): the gateway reads positions there with a fence and the
+        /// `postgres` source.
+        #[arg(long, value_name = "URL", conflicts_with = "nats")]
+        postgres: Option<String>,
+        /// Keep the log in a JetStream stream on this NATS server (stream
+        /// `TIDEMARK_DEMO`, deleted and recreated): the gateway reads positions there
+        /// with a `nats_stream` fence and the `nats` source.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
     },
     /// Version tokens.
     Token {
@@ -160,6 +170,8 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             once,
+            postgres,
+            nats,
         } => {
             tidemark::telemetry::init_logging(false);
             let opts = tidemark::demo::walkthrough::DemoOptions {
@@ -168,9 +180,19 @@ fn main() -> ExitCode {
                 admin_listen,
                 once,
             };
-            match runtime()
-                .block_on(async { tidemark::demo::walkthrough::run(opts, shutdown_signal()).await })
-            {
+            let demo = async {
+                use tidemark::demo;
+                match (postgres, nats) {
+                    (Some(url), _) => demo::postgres::run(opts, &url, shutdown_signal())
+                        .await
+                        .map(drop),
+                    (None, Some(url)) => demo::nats::run(opts, &url, shutdown_signal())
+                        .await
+                        .map(drop),
+                    (None, None) => demo::walkthrough::run(opts, shutdown_signal()).await,
+                }
+            };
+            match runtime().block_on(demo) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("demo failed: {e}");

@@ -138,8 +138,29 @@ pub async fn start(
     dir: &Path,
     name: &str,
 ) -> Result<Gateway, String> {
+    start_toml(
+        bin,
+        &spec.toml(proxy, admin),
+        (proxy, admin),
+        core,
+        dir,
+        name,
+    )
+    .await
+}
+
+/// [`start`] with a config written by the caller (which must listen on `proxy` and
+/// `admin` and sign with `TIDEMARK_SECRET`).
+pub async fn start_toml(
+    bin: &Path,
+    toml: &str,
+    (proxy, admin): (SocketAddr, SocketAddr),
+    core: Option<usize>,
+    dir: &Path,
+    name: &str,
+) -> Result<Gateway, String> {
     let config_path = dir.join(format!("{name}.toml"));
-    std::fs::write(&config_path, spec.toml(proxy, admin))
+    std::fs::write(&config_path, toml)
         .map_err(|e| format!("write {}: {e}", config_path.display()))?;
     let args = vec![
         "run".to_owned(),

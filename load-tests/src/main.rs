@@ -3,6 +3,7 @@
 //!
 //! - [`generator`]: open loop (latency from the intended send time) and closed loop.
 //! - [`fresh`], [`ryw`], [`held`]: scenarios 1+5, 2 and 3.
+//! - [`sources`]: scenario 6, positions read from PostgreSQL and NATS (fences, sources).
 //! - [`report`] and [`svg`]: report.md and the charts from the scenarios' JSON.
 //! - [`floor`]: the bare hyper proxy the fresh-read scenario measures as the stack's floor.
 //! - [`wrk`] and [`cores`]: the independent generator and the per-core busy figures.
@@ -22,6 +23,7 @@ mod procs;
 mod redis;
 mod report;
 mod ryw;
+mod sources;
 mod stats;
 mod svg;
 mod wrk;
@@ -46,6 +48,8 @@ enum Cmd {
     Ryw(ryw::RywArgs),
     /// Scenario 3: many held reads released by one checkpoint.
     Held(held::HeldArgs),
+    /// Scenario 6: the postgres and nats sources and fences (real servers on loopback).
+    Sources(sources::SourcesArgs),
     /// The bare hyper proxy (the stack's floor; run by `fresh`, not by hand).
     FloorProxy(floor::FloorArgs),
     /// Sends exactly `--requests` GETs, closed loop, and prints the outcome (for
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
             Cmd::Fresh(a) => fresh::run(a).await,
             Cmd::Ryw(a) => ryw::run(a).await,
             Cmd::Held(a) => held::run(a).await,
+            Cmd::Sources(a) => sources::run(a).await,
             Cmd::FloorProxy(a) => floor::run(a).await,
             Cmd::Count(a) => count(a).await,
             Cmd::Machine { out } => machine::write(&out),

@@ -1,6 +1,6 @@
 //! report.md and the SVG charts, from the JSON the scenarios wrote into one results
 //! directory (`run.sh` lays it out: machine.json, fresh.json, ryw.json, held.json,
-//! criterion-*.json, bench-*.txt).
+//! sources.json, criterion-*.json, bench-*.txt).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -78,6 +78,7 @@ pub fn write(dir: &Path) -> Result<(), String> {
     held_section(dir, &mut md, &mut goals);
     bench_section(dir, &mut md, &mut goals);
     redis_section(dir, &mut md, &mut goals);
+    sources_section(dir, &mut md, &mut goals);
 
     let mut table = String::from("## Goals\n\n| Goal | Measured | Verdict |\n|---|---|---|\n");
     for (g, m, v) in &goals {
@@ -577,4 +578,166 @@ fn redis_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &
         ),
         verdict(f(&r["commands_per_read"]) < 0.001),
     ));
+}
+
+/// `p50 / p99` of a latency summary, in ms.
+fn p50_p99(v: &Value) -> String {
+    format!("{} / {}", ms(&v["p50_us"]), ms(&v["p99_us"]))
+}
+
+fn sources_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &'static str)>) {
+    let Some(d) = load(dir, "sources.json") else {
+        return;
+    };
+    let s = &d["settings"];
+    let _ = writeln!(
+        md,
+        "## 6. Positions from PostgreSQL and NATS (fences and sources)\n\n\
+         Real servers started by the tool on loopback; the gateway is its own process. \
+         Write-then-read pairs at {rate} pairs/s for {load} s per source, each pair on its own user; \
+         the command services answer no `Write-Position`. Method: `load-tests/README.md`, scenario 6.\n",
+        rate = s["rate"],
+        load = s["load_s"],
+    );
+    if let Some(e) = d["postgres_error"].as_str() {
+        let _ = writeln!(md, "PostgreSQL part failed: {e}\n");
+    }
+    let p = &d["postgres"];
+    if p.is_object() {
+        let pairs = &p["pairs"];
+        let _ = writeln!(
+            md,
+            "**PostgreSQL {ver}, `replica-lsn` source / `primary-lsn` fence**, hot standby with \
+             `recovery_min_apply_delay = {delay} ms`, source at its default 10 ms interval.\n\n\
+             | pairs | stale | errors | read sources | held | read p50 / p99 ms | held read above the replay p50 / p99 ms | above write answer + {delay} ms p50 / p99 ms | write (fenced) p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|\n\
+             | {n} | {stale} | {err} | {src} | {held} | {read} | {over} | {above} | {write} |\n\n\
+             \"Above the replay\": the read's answer minus the first poll of a {watch} ms watcher on the standby \
+             (`pg_last_wal_replay_lsn()`) that saw the replay reach the fence's position; that poll completes \
+             after the replay, so these figures understate the overhead by up to one poll period plus its round \
+             trip. Expected: the source's interval (half of it on average) plus the forward.\n",
+            ver = p["server_version"].as_str().unwrap_or("?"),
+            delay = p["apply_delay_ms"],
+            n = pairs["completed"],
+            stale = pairs["stale"],
+            err = pairs["errors"],
+            src = sources_text(&pairs["sources"]),
+            held = pairs["held"],
+            read = p50_p99(&pairs["read_latency"]),
+            over = p50_p99(&pairs["overhead"]),
+            above = p50_p99(&pairs["above_write_plus_delay"]),
+            write = p50_p99(&pairs["write_latency"]),
+            watch = s["watch_ms"],
+        );
+        let fence = &p["fence"];
+        let _ = writeln!(
+            md,
+            "**The fence's cost per write** ({rate} writes/s for {secs} s, interleaved over the three \
+             variants; the command service does the same database work in each, and answers \
+             `Write-Position: wal=<pg_current_wal_insert_lsn()>` only when asked):\n\n\
+             | write | count | p50 ms | p99 ms |\n|---|---|---|---|\n\
+             | through tidemark, no `Write-Position`: the fence runs | {fc} | {f50} | {f99} |\n\
+             | through tidemark, the service answers `Write-Position` | {pc} | {p50} | {p99} |\n\
+             | straight to the service | {dc} | {d50} | {d99} |\n\n\
+             Fence cost (fenced - with `Write-Position`): p50 {c50:.2} ms, p99 {c99:.2} ms. Errors {e}, fenced \
+             writes without a token {wt}, gateway fence fallbacks {fb:.0}.\n",
+            rate = s["write_rate"],
+            secs = s["write_s"],
+            fc = fence["fenced"]["count"],
+            f50 = ms(&fence["fenced"]["p50_us"]),
+            f99 = ms(&fence["fenced"]["p99_us"]),
+            pc = fence["positioned"]["count"],
+            p50 = ms(&fence["positioned"]["p50_us"]),
+            p99 = ms(&fence["positioned"]["p99_us"]),
+            dc = fence["direct"]["count"],
+            d50 = ms(&fence["direct"]["p50_us"]),
+            d99 = ms(&fence["direct"]["p99_us"]),
+            c50 = f(&fence["fence_cost_p50_us"]) / 1000.0,
+            c99 = f(&fence["fence_cost_p99_us"]) / 1000.0,
+            e = fence["errors"],
+            wt = fence["without_token"],
+            fb = f(&p["gateway_fence_fallbacks"]),
+        );
+        let _ = writeln!(
+            md,
+            "**Queries per second per database** (the gateway's sessions only: database `postgres`, \
+             statements counted from the server log; the gateway's fence counter read {gf:.0} fences for {fs} \
+             fenced writes answered):\n\n| server | phase | seconds | statements | statements/s |\n|---|---|---|---|---|",
+            gf = f(&p["gateway_fences"]),
+            fs = p["fenced_writes_sent"],
+        );
+        for (server, key) in [
+            ("primary (fences)", "primary_rates"),
+            ("standby (source)", "standby_rates"),
+        ] {
+            for r in p[key].as_array().cloned().unwrap_or_default() {
+                let _ = writeln!(
+                    md,
+                    "| {server} | {} | {:.1} | {} | {:.1} |",
+                    r["phase"].as_str().unwrap_or("?"),
+                    f(&r["seconds"]),
+                    r["statements"],
+                    f(&r["statements_per_s"])
+                );
+            }
+        }
+        md.push('\n');
+        goals.push((
+            "replica-lsn: 0 stale through the gateway".into(),
+            format!("{} stale of {}", pairs["stale"], pairs["completed"]),
+            verdict(pairs["stale"].as_u64() == Some(0) && pairs["completed"].as_u64() > Some(0)),
+        ));
+    }
+    if let Some(e) = d["nats_error"].as_str() {
+        let _ = writeln!(md, "NATS part failed: {e}\n");
+    }
+    let n = &d["nats"];
+    if n.is_object() {
+        let pairs = &n["pairs"];
+        let _ = writeln!(
+            md,
+            "**NATS JetStream ({ver}), `nats` source at its default 20 ms interval / `nats_stream` fence**; \
+             the projector applies each message {lag} ms after its publish, then acks it (`double_ack`).\n\n\
+             | pairs | stale | errors | read sources | held | read p50 / p99 ms | held read above the ack p50 / p99 ms | write (fenced) p50 / p99 ms |\n|---|---|---|---|---|---|---|---|\n\
+             | {c} | {stale} | {err} | {src} | {held} | {read} | {over} | {write} |\n\n\
+             | phase | seconds | gateway requests/s (its `in_msgs`, `/connz`) | server `in_msgs`/s (`/varz`) |\n|---|---|---|---|",
+            ver = n["server_version"].as_str().unwrap_or("?"),
+            lag = n["lag_ms"],
+            c = pairs["completed"],
+            stale = pairs["stale"],
+            err = pairs["errors"],
+            src = sources_text(&pairs["sources"]),
+            held = pairs["held"],
+            read = p50_p99(&pairs["read_latency"]),
+            over = p50_p99(&pairs["overhead"]),
+            write = p50_p99(&pairs["write_latency"]),
+        );
+        for r in n["rates"].as_array().cloned().unwrap_or_default() {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {:.1} |",
+                r["phase"].as_str().unwrap_or("?"),
+                f(&r["seconds"]),
+                f(&r["gateway_requests_per_s"]),
+                f(&r["server_in_msgs_per_s"])
+            );
+        }
+        md.push('\n');
+        goals.push((
+            "nats: 0 stale through the gateway".into(),
+            format!("{} stale of {}", pairs["stale"], pairs["completed"]),
+            verdict(pairs["stale"].as_u64() == Some(0) && pairs["completed"].as_u64() > Some(0)),
+        ));
+    }
+}
+
+/// `{"projection": 600}` as `projection 600`.
+fn sources_text(v: &Value) -> String {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }

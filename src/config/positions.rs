@@ -33,6 +33,7 @@ pub struct RawPostgresSource {
     pub shard: Field<String>,
     pub checkpoint: Field<String>,
     pub subscription: Field<String>,
+    pub projection_name: Field<String>,
     pub interval: Field<String>,
     pub listen: Field<String>,
 }
@@ -48,6 +49,7 @@ pub const SOURCE_KEYS: &[&str] = &[
     "shard",
     "checkpoint",
     "subscription",
+    "projection_name",
     "interval",
     "listen",
 ];
@@ -202,6 +204,7 @@ fn query(
                 let hint = match (Preset::parse(&name), usage) {
                     (Some(Preset::ReplicaLsn), Use::Fence) => " (`replica-lsn` reads a standby's checkpoint; a fence reads the primary: `primary-lsn`)",
                     (Some(Preset::PrimaryLsn), Use::Checkpoint) => " (`primary-lsn` is a fence; a standby's checkpoint is `replica-lsn`)",
+                    (Some(Preset::Akka), Use::Fence) => " (`akka` reads a projection's offsets; Akka has no single head to fence on: use a `query` on your journal, e.g. `SELECT 'events'::text, COALESCE(max(ordering), 0) FROM event_journal`)",
                     _ => "",
                 };
                 errs.push(
@@ -255,6 +258,9 @@ fn query(
                         }
                         Preset::Eventuous => {
                             "`checkpoint = \"UserView\"` (the subscription id in checkpoints)"
+                        }
+                        Preset::Akka => {
+                            "`projection_name = \"ShoppingCartProjection\"` (its rows in akka_projection_offset_store)"
                         }
                         _ => "`subscription = \"UserProjector\"` (the name in subscriptions)",
                     };
@@ -331,6 +337,7 @@ pub fn sources(
                 ("shard", raw.shard),
                 ("checkpoint", raw.checkpoint),
                 ("subscription", raw.subscription),
+                ("projection_name", raw.projection_name),
             ],
         };
         let Some((sql, log, preset)) = query(errs, fields, Use::Checkpoint) else {

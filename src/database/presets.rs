@@ -21,6 +21,10 @@ pub enum Preset {
     Eventuous,
     /// Commanded's EventStore: `subscriptions.last_seen` / the `$all` stream's version.
     Commanded,
+    /// Akka Projections (JDBC/Slick offset store, `Sequence` offsets): the lowest
+    /// `current_offset` of a projection's keys in `akka_projection_offset_store`.
+    /// Checkpoint only: Akka has no single head a fence could read.
+    Akka,
 }
 
 /// Where a preset is used.
@@ -31,7 +35,7 @@ pub enum Use {
 }
 
 /// The preset names, for messages.
-pub const CHECKPOINT_NAMES: &str = "`replica-lsn`, `marten`, `eventuous`, `commanded`";
+pub const CHECKPOINT_NAMES: &str = "`replica-lsn`, `marten`, `eventuous`, `commanded`, `akka`";
 pub const FENCE_NAMES: &str = "`primary-lsn`, `marten`, `eventuous`, `commanded`";
 
 impl Preset {
@@ -42,6 +46,7 @@ impl Preset {
             "marten" => Preset::Marten,
             "eventuous" => Preset::Eventuous,
             "commanded" => Preset::Commanded,
+            "akka" => Preset::Akka,
             _ => return None,
         })
     }
@@ -53,15 +58,16 @@ impl Preset {
             Preset::Marten => "marten",
             Preset::Eventuous => "eventuous",
             Preset::Commanded => "commanded",
+            Preset::Akka => "akka",
         }
     }
 
-    /// Whether the preset can be used there (`replica-lsn` only reads checkpoints,
-    /// `primary-lsn` only fences).
+    /// Whether the preset can be used there (`replica-lsn` and `akka` only read
+    /// checkpoints, `primary-lsn` only fences).
     pub fn fits(self, usage: Use) -> bool {
         !matches!(
             (self, usage),
-            (Preset::ReplicaLsn, Use::Fence) | (Preset::PrimaryLsn, Use::Checkpoint)
+            (Preset::ReplicaLsn | Preset::Akka, Use::Fence) | (Preset::PrimaryLsn, Use::Checkpoint)
         )
     }
 
@@ -69,7 +75,7 @@ impl Preset {
     pub fn default_log(self) -> &'static str {
         match self {
             Preset::ReplicaLsn | Preset::PrimaryLsn => "wal",
-            Preset::Marten | Preset::Eventuous | Preset::Commanded => "events",
+            Preset::Marten | Preset::Eventuous | Preset::Commanded | Preset::Akka => "events",
         }
     }
 
@@ -77,7 +83,7 @@ impl Preset {
     pub fn default_schema(self) -> Option<&'static str> {
         match self {
             Preset::ReplicaLsn | Preset::PrimaryLsn => None,
-            Preset::Marten | Preset::Commanded => Some("public"),
+            Preset::Marten | Preset::Commanded | Preset::Akka => Some("public"),
             Preset::Eventuous => Some("eventuous"),
         }
     }
@@ -89,6 +95,7 @@ impl Preset {
             (Preset::Marten, _) => Some("shard"),
             (Preset::Eventuous, _) => Some("checkpoint"),
             (Preset::Commanded, _) => Some("subscription"),
+            (Preset::Akka, _) => Some("projection_name"),
             _ => None,
         }
     }
@@ -144,6 +151,10 @@ pub fn sql(preset: Preset, usage: Use, log: &str, schema: &str, param: &str) -> 
         (Preset::Commanded, Use::Fence) => one(format!(
             "SELECT $1::text, stream_version FROM {s}.streams WHERE stream_uuid = '$all'"
         )),
+        // Validation refuses `akka` as a fence (`fits`); both uses build the checkpoint.
+        (Preset::Akka, _) => two(format!(
+            "SELECT $1::text, min(current_offset::bigint) FROM {s}.akka_projection_offset_store WHERE projection_name = $2 AND manifest = 'SEQ'"
+        )),
     }
 }
 
@@ -172,9 +183,15 @@ mod tests {
             Preset::Marten,
             Preset::Eventuous,
             Preset::Commanded,
+            Preset::Akka,
         ] {
             assert_eq!(Preset::parse(p.as_str()), Some(p));
         }
+        assert!(Preset::Akka.fits(Use::Checkpoint) && !Preset::Akka.fits(Use::Fence));
+        assert_eq!(
+            Preset::Akka.required_param(Use::Checkpoint),
+            Some("projection_name")
+        );
         assert!(!Preset::ReplicaLsn.fits(Use::Fence));
         assert!(!Preset::PrimaryLsn.fits(Use::Checkpoint));
         assert!(Preset::Marten.fits(Use::Fence) && Preset::Marten.fits(Use::Checkpoint));

@@ -9,6 +9,10 @@
 //! - [`push`]: checkpoint pushes to the gateway's admin API.
 //! - [`model`]: events, the write model and the `PATCH` merge.
 //! - [`wire`]: header names, body parsing and error answers shared by the services.
+//! - [`walkthrough`]: `tidemark demo` itself (the gateway in front, steps, curl lines).
+//! - [`postgres`], [`nats`]: `tidemark demo --postgres URL` / `--nats URL`, the same
+//!   walkthrough with the log in a real PostgreSQL or JetStream stream and services
+//!   that report no positions (the gateway reads them with a fence and a source).
 //!
 //! HTTP surface (header names are the gateway's defaults):
 //!
@@ -32,6 +36,8 @@
 pub mod command;
 pub mod instance;
 pub mod model;
+pub mod nats;
+pub mod postgres;
 pub mod projector;
 pub mod push;
 pub mod read;

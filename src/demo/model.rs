@@ -60,19 +60,8 @@ impl WriteModel {
     pub fn apply(&mut self, id: &str, command: Command) -> Event {
         self.head += 1;
         let position = self.head;
-        let state = match command {
-            Command::Replace(body) => Some(stamp(Value::Object(body), id, position)),
-            Command::Merge(patch) => {
-                let mut user = self
-                    .users
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
-                merge_patch(&mut user, &Value::Object(patch));
-                Some(stamp(user, id, position))
-            }
-            Command::Delete => None,
-        };
+        let state =
+            next_state(self.users.get(id).cloned(), command).map(|user| stamp(user, id, position));
         match &state {
             Some(user) => {
                 self.users.insert(id.to_owned(), user.clone());
@@ -90,8 +79,23 @@ impl WriteModel {
     }
 }
 
+/// The user's JSON after `command`, from its JSON before (`None`: no such user), or
+/// `None` when the command deletes it. Not stamped: see [`stamp`]. The demo's
+/// PostgreSQL and NATS variants store this and stamp the position the log gave it.
+pub fn next_state(previous: Option<Value>, command: Command) -> Option<Value> {
+    match command {
+        Command::Replace(body) => Some(Value::Object(body)),
+        Command::Merge(patch) => {
+            let mut user = previous.unwrap_or_else(|| Value::Object(Map::new()));
+            merge_patch(&mut user, &Value::Object(patch));
+            Some(user)
+        }
+        Command::Delete => None,
+    }
+}
+
 /// Sets `"id"` and `"version"` on a user object.
-fn stamp(mut user: Value, id: &str, position: u64) -> Value {
+pub fn stamp(mut user: Value, id: &str, position: u64) -> Value {
     if let Value::Object(fields) = &mut user {
         fields.insert("id".to_owned(), Value::from(id));
         fields.insert("version".to_owned(), Value::from(position));

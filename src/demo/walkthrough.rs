@@ -30,7 +30,8 @@ pub struct DemoOptions {
     pub once: bool,
 }
 
-type DemoError = Box<dyn std::error::Error + Send + Sync>;
+/// Any failure of the demo, shown to the user as is.
+pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds the demo's gateway config for a running backend.
 pub fn demo_config(
@@ -64,7 +65,7 @@ pub fn demo_config(
 
 /// Binds `addr`; a failure (a busy port, typically) names the address and the flag
 /// that changes it.
-async fn bind(
+pub(super) async fn bind(
     addr: SocketAddr,
     what: &str,
     flag: &str,
@@ -85,8 +86,8 @@ async fn bind(
 
 /// Runs the demo until `shutdown` (or, with `once`, until the walkthrough ends).
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
-    let listeners_probe = bind(opts.admin_listen, "admin listener", "--admin-listen").await?;
-    let admin_addr = listeners_probe.local_addr()?;
+    let admin = bind(opts.admin_listen, "admin listener", "--admin-listen").await?;
+    let admin_addr = admin.local_addr()?;
     let backend = Backend::start(
         BackendOptions {
             lag: opts.lag,
@@ -102,20 +103,120 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     )
     .await?;
     let config = demo_config(&backend, opts.listen, admin_addr)?;
-    let proxy = bind(config.server.listen, "gateway", "--listen").await?;
-    let listeners = Listeners {
-        proxy,
-        admin: listeners_probe,
+    let gateway = Gateway::start(config, admin, &shutdown).await?;
+    let stage = Stage {
+        title: format!("tidemark demo: projection lag {:?}", opts.lag),
+        gateway: gateway.addr,
+        admin: admin_addr,
+        command: backend.command_addr,
+        read: backend.read_addrs[0],
+        lag: opts.lag,
+        notes: Vec::new(),
     };
-    let gateway_addr = listeners.proxy_addr()?;
-    let gateway_shutdown = shutdown.child_token();
-    let gateway = tokio::spawn(crate::serve(config, listeners, gateway_shutdown.clone()));
+    let walked = walk(&stage).await;
+    gateway.finish(walked, opts.once, &shutdown).await?;
+    Ok(())
+}
 
+/// A gateway the demo runs in-process.
+pub(super) struct Gateway {
+    /// Its client listener.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), crate::ServeError>>,
+    stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Binds the client listener `config.server.listen` and serves `config` with the
+    /// already bound `admin` listener, until [`Gateway::finish`].
+    pub async fn start(
+        config: Config,
+        admin: tokio::net::TcpListener,
+        shutdown: &CancellationToken,
+    ) -> Result<Gateway, DemoError> {
+        let proxy = bind(config.server.listen, "gateway", "--listen").await?;
+        let listeners = Listeners { proxy, admin };
+        let addr = listeners.proxy_addr()?;
+        let stop = shutdown.child_token();
+        let task = tokio::spawn(crate::serve(config, listeners, stop.clone()));
+        Ok(Gateway { addr, task, stop })
+    }
+
+    /// After the walkthrough: serves until `shutdown` unless `once` (or the
+    /// walkthrough failed), then stops everything and returns the walkthrough's
+    /// outcome (or the gateway's error).
+    pub async fn finish<T>(
+        self,
+        walked: Result<T, DemoError>,
+        once: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<T, DemoError> {
+        if walked.is_ok() && !once {
+            println!("\nServing until Ctrl-C.");
+            shutdown.cancelled().await;
+        }
+        self.stop.cancel();
+        shutdown.cancel();
+        let served = self.task.await;
+        let walked = walked?;
+        served??;
+        Ok(walked)
+    }
+}
+
+/// What the walkthrough prints about, and where it sends its requests.
+pub(super) struct Stage {
+    /// The first line.
+    pub title: String,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub command: SocketAddr,
+    pub read: SocketAddr,
+    pub lag: Duration,
+    /// Lines printed under the addresses (where positions come from).
+    pub notes: Vec<String>,
+}
+
+/// What the walkthrough saw: a write through the gateway, then the same user read
+/// straight from the read service and through the gateway with the write's token.
+#[derive(Debug, Clone)]
+pub struct Walked {
+    /// The `version` of the written user (its position in the `users` log).
+    pub written: u64,
+    /// The direct read's status and the `version` it showed (`None`: no user, or no
+    /// version in the body).
+    pub direct_status: u16,
+    pub direct_version: Option<u64>,
+    /// The read through the gateway: the `version` it showed (never below `written`,
+    /// or the walkthrough fails) and its `Consistency-Source`.
+    pub gateway_version: u64,
+    pub gateway_source: String,
+}
+
+impl Walked {
+    /// The direct read did not show the write (a missing user or an older version).
+    pub fn direct_was_stale(&self) -> bool {
+        self.direct_version.is_none_or(|v| v < self.written)
+    }
+}
+
+/// Steps 1-3 (write, direct read, read through the gateway) and the curl lines.
+/// Fails if the write is refused or the gateway answers a stale read.
+pub(super) async fn walk(stage: &Stage) -> Result<Walked, DemoError> {
+    let Stage {
+        gateway: gateway_addr,
+        admin: admin_addr,
+        ..
+    } = *stage;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    println!("tidemark demo: projection lag {:?}", opts.lag);
+    println!("{}", stage.title);
     println!("  gateway        http://{gateway_addr}   (admin http://{admin_addr})");
-    println!("  command svc    http://{}", backend.command_addr);
-    println!("  read svc       http://{}\n", backend.read_addrs[0]);
+    println!("  command svc    http://{}", stage.command);
+    println!("  read svc       http://{}", stage.read);
+    for note in &stage.notes {
+        println!("  {note}");
+    }
+    println!();
 
     let id = rand::random::<u32>() % 100_000;
     let body = r#"{"name":"Ada","plan":"pro"}"#.to_string();
@@ -128,7 +229,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         Some(body),
     )
     .await?;
-    let written = version(&text);
+    let Some(written) = version(&text).filter(|_| status.is_success()) else {
+        return Err(format!("the write through the gateway failed: {status} {text}").into());
+    };
     let token = headers
         .get("consistency-token")
         .and_then(|v| v.to_str().ok())
@@ -141,15 +244,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     );
 
     println!("2. Read straight from the read service (no gateway):");
-    let (status, _, text) = call(
+    let (direct_status, _, text) = call(
         &client,
         Method::GET,
-        &format!("http://{}/users/{id}", backend.read_addrs[0]),
+        &format!("http://{}/users/{id}", stage.read),
         None,
         None,
     )
     .await?;
-    println!("   -> {status} {text}   <- stale: the projection has not caught up\n");
+    let direct_version = version(&text).filter(|_| direct_status.is_success());
+    let verdict = if direct_version.is_none_or(|v| v < written) {
+        "<- stale: the projection has not caught up"
+    } else {
+        "<- already fresh: the projection caught up before this read"
+    };
+    println!("   -> {direct_status} {text}   {verdict}\n");
 
     println!("3. Read through the gateway with the token:");
     let started = Instant::now();
@@ -168,12 +277,15 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             .unwrap_or("-")
             .to_string()
     };
-    if written.is_none() || version(&text) < written {
-        return Err(format!(
-            "the gateway answered a stale read ({status} {text}) after writing version {written:?}"
+    let gateway_version = match version(&text) {
+        Some(v) if status.is_success() && v >= written => v,
+        _ => {
+            return Err(format!(
+            "the gateway answered a stale read ({status} {text}) after writing version {written}"
         )
-        .into());
-    }
+            .into())
+        }
+    };
     println!("   -> {status} {text}");
     println!(
         "   -> Consistency-Source: {}, Server-Timing: {} (answered after {:?})\n",
@@ -186,19 +298,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     println!("  TOKEN=$(curl -si -X PUT http://{gateway_addr}/users/7 -d '{{\"name\":\"Grace\"}}' | awk -F': ' 'tolower($1)==\"consistency-token\" {{print $2}}' | tr -d '\\r')");
     println!(
         "  curl -s http://{}/users/7                     # read service: stale for {:?}",
-        backend.read_addrs[0], opts.lag
+        stage.read, stage.lag
     );
     println!("  curl -si http://{gateway_addr}/users/7 -H \"Consistency-Token: $TOKEN\"   # gateway: fresh");
     println!("  curl -s http://{admin_addr}/projections        # checkpoints and held reads");
-
-    if !opts.once {
-        println!("\nServing until Ctrl-C.");
-        shutdown.cancelled().await;
-    }
-    gateway_shutdown.cancel();
-    shutdown.cancel();
-    gateway.await??;
-    Ok(())
+    Ok(Walked {
+        written,
+        direct_status: direct_status.as_u16(),
+        direct_version,
+        gateway_version,
+        gateway_source: header("consistency-source"),
+    })
 }
 
 /// The `version` of a user JSON body.

@@ -80,6 +80,27 @@ pub const COMMANDED: Layout = Layout {
     latest: "SELECT data->>'name' FROM public.app_events WHERE data->>'user' = $1 ORDER BY event_number DESC LIMIT 1",
 };
 
+/// Akka Projections over akka-persistence-jdbc 5.x: `event_journal` (global
+/// `ordering`) and `event_tag` as the plugin's own postgres-create-schema.sql makes
+/// them, the offset store as akka-projection's create-table-postgres.sql makes it;
+/// the projection `UserProjection` runs `eventsByTag("users")` (key `users`) and
+/// stores `Sequence` offsets (manifest `SEQ`, the ordering as text).
+pub const AKKA: Layout = Layout {
+    setup: "CREATE TABLE IF NOT EXISTS public.event_journal(ordering BIGSERIAL, persistence_id VARCHAR(255) NOT NULL, sequence_number BIGINT NOT NULL, deleted BOOLEAN DEFAULT FALSE NOT NULL, writer VARCHAR(255) NOT NULL, write_timestamp BIGINT, adapter_manifest VARCHAR(255), event_ser_id INTEGER NOT NULL, event_ser_manifest VARCHAR(255) NOT NULL, event_payload BYTEA NOT NULL, meta_ser_id INTEGER, meta_ser_manifest VARCHAR(255), meta_payload BYTEA, PRIMARY KEY(persistence_id, sequence_number));
+        CREATE UNIQUE INDEX event_journal_ordering_idx ON public.event_journal(ordering);
+        CREATE TABLE IF NOT EXISTS public.event_tag(event_id BIGINT, tag VARCHAR(256), PRIMARY KEY(event_id, tag), CONSTRAINT fk_event_journal FOREIGN KEY(event_id) REFERENCES event_journal(ordering) ON DELETE CASCADE);
+        CREATE TABLE IF NOT EXISTS akka_projection_offset_store (projection_name VARCHAR(255) NOT NULL, projection_key VARCHAR(255) NOT NULL, current_offset VARCHAR(255) NOT NULL, manifest VARCHAR(4) NOT NULL, mergeable BOOLEAN NOT NULL, last_updated BIGINT NOT NULL, PRIMARY KEY(projection_name, projection_key));
+        CREATE INDEX IF NOT EXISTS akka_projection_name_index ON akka_projection_offset_store (projection_name);",
+    append: "WITH e AS (INSERT INTO public.event_journal (persistence_id, sequence_number, writer, write_timestamp, event_ser_id, event_ser_manifest, event_payload) VALUES ('user|' || $1::text, (SELECT COALESCE(max(sequence_number), 0) + 1 FROM public.event_journal WHERE persistence_id = 'user|' || $1::text), 'tidemark-test', 0, 1, 'UserRenamed', convert_to(json_build_object('user', $1::text, 'name', $2::text)::text, 'UTF8')) RETURNING ordering) INSERT INTO public.event_tag (event_id, tag) SELECT ordering, 'users' FROM e",
+    since: "SELECT j.ordering, convert_from(j.event_payload, 'UTF8')::json->>'user', convert_from(j.event_payload, 'UTF8')::json->>'name' FROM public.event_journal j JOIN public.event_tag t ON t.event_id = j.ordering AND t.tag = 'users' WHERE j.ordering > $1 ORDER BY j.ordering",
+    mark: "INSERT INTO akka_projection_offset_store (projection_name, projection_key, current_offset, manifest, mergeable, last_updated) VALUES ('UserProjection', 'users', $1::bigint::text, 'SEQ', false, 0) ON CONFLICT (projection_name, projection_key) DO UPDATE SET current_offset = excluded.current_offset, last_updated = excluded.last_updated",
+    latest: "SELECT convert_from(event_payload, 'UTF8')::json->>'name' FROM public.event_journal WHERE persistence_id = 'user|' || $1 ORDER BY ordering DESC LIMIT 1",
+};
+
+/// The fence for [`AKKA`]: the newest event carrying the projection's tag (a custom
+/// query: Akka has no preset fence).
+pub const AKKA_FENCE: &str = "query = \"SELECT 'events'::text, COALESCE(max(event_id), 0) FROM public.event_tag WHERE tag = 'users'\", log = \"events\"";
+
 pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await

@@ -118,6 +118,45 @@ async fn commanded_reads_the_subscription_and_the_all_stream_version() {
 }
 
 #[tokio::test]
+async fn akka_reads_the_lowest_sequence_offset_of_the_projection() {
+    let (cp, head) = framework(
+        app::AKKA,
+        "preset = \"akka\"\nprojection_name = \"UserProjection\"",
+        app::AKKA_FENCE,
+        4,
+    )
+    .await;
+    assert_eq!(cp, "events=2");
+    assert_eq!(head, "events=4");
+}
+
+#[tokio::test]
+async fn akka_with_several_keys_waits_for_the_slowest_and_ignores_other_offsets() {
+    let pg = Postgres::start();
+    let admin = app::connect(&pg.url()).await;
+    admin.batch_execute(app::AKKA.setup).await.expect("layout");
+    let config = config(
+        &pg.url(),
+        "preset = \"akka\"\nprojection_name = \"UserProjection\"",
+        app::AKKA_FENCE,
+    );
+    let (cp, _) = read_both(&config).await;
+    assert_eq!(cp, "", "no offset stored yet: no checkpoint");
+    admin
+        .batch_execute(
+            "INSERT INTO akka_projection_offset_store VALUES
+               ('UserProjection', 'users-0', '17', 'SEQ', false, 0),
+               ('UserProjection', 'users-1', '9', 'SEQ', false, 0),
+               ('UserProjection', 'kafka', 'users-0-3', 'STR', false, 0),
+               ('OtherProjection', 'users', '2', 'SEQ', false, 0)",
+        )
+        .await
+        .expect("offsets");
+    let (cp, _) = read_both(&config).await;
+    assert_eq!(cp, "events=9");
+}
+
+#[tokio::test]
 async fn a_fresh_marten_sequence_and_a_missing_shard_read_as_nothing_yet() {
     let pg = Postgres::start();
     let admin = app::connect(&pg.url()).await;

@@ -196,6 +196,16 @@ async fn marten_app_without_changes_reads_its_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn akka_app_without_changes_reads_its_writes() {
+    read_your_writes(
+        app::AKKA,
+        "preset = \"akka\"\nprojection_name = \"UserProjection\"",
+        app::AKKA_FENCE,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventuous_app_without_changes_reads_its_writes() {
     read_your_writes(
         app::EVENTUOUS,

@@ -148,3 +148,42 @@ fence = { database = "app", query = "SELECT 'events', 1" }
     let e = find(&errs, "routes[0] (write-user).fence.log");
     assert!(e.fix.contains("log"), "{e:?}");
 }
+
+#[test]
+fn akka_reads_checkpoints_only_and_needs_the_projection_name() {
+    let errs = errors(
+        r#"
+[projections.users.postgres]
+database = "app"
+preset = "akka"
+shard = "User:All"
+[[routes]]
+name = "write-user"
+kind = "write"
+path = "/users/{id}"
+upstream = "commands"
+fence = { database = "app", preset = "akka" }
+"#,
+    );
+    let e = find(&errs, "projections.users.postgres.shard");
+    assert!(e.fix.contains("projection_name"), "{e:?}");
+    let e = find(&errs, "projections.users.postgres.projection_name");
+    assert!(e.fix.contains("akka_projection_offset_store"), "{e:?}");
+    let e = find(&errs, "routes[0] (write-user).fence.preset");
+    assert!(e.problem.contains("no single head"), "{e:?}");
+    assert!(e.fix.contains("query"), "{e:?}");
+
+    let config = Config::from_toml(
+        &format!("{BASE}[projections.users.postgres]\ndatabase = \"app\"\npreset = \"akka\"\nprojection_name = \"UserProjection\"\nschema = \"akka\"\n"),
+        None,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sql = &config.positions.sources["users"].sql;
+    assert!(
+        sql.text.contains("\"akka\".akka_projection_offset_store"),
+        "{}",
+        sql.text
+    );
+    assert_eq!(sql.params, ["events", "UserProjection"]);
+}
