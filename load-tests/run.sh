@@ -5,7 +5,7 @@
 #   load-tests/run.sh            # everything
 #   QUICK=1 load-tests/run.sh    # short runs (smoke test, ~3 minutes)
 #
-# Needs: cargo, taskset, redis-server; installs Debian's nginx if missing (never
+# Needs: cargo, taskset, redis-server; installs Debian's nginx and wrk if missing (never
 # starts or touches the system nginx: ours runs in the foreground from a scratch dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,11 @@ scratch=$(mktemp -d /tmp/tidemark-load.XXXXXX)
 mkdir -p "$out"
 echo "results: $out (scratch $scratch)"
 
-if ! command -v nginx >/dev/null; then
-  apt-get install -y nginx >/dev/null
-fi
+for tool in nginx wrk; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get install -y "$tool" >/dev/null
+  fi
+done
 # As many file descriptors as allowed (held reads and lagging pairs use thousands).
 ulimit -n "$(ulimit -Hn)" || true
 
@@ -34,7 +36,7 @@ load="$root/target/release/tidemark-load"
 
 "$load" machine --out "$out/machine.json"
 
-# 1 + 5: proxies on core 1, generator + upstream + redis on core 0.
+# 1 + 5: proxies on core 1; the origin, the generators (this tool, then wrk) and redis on core 0.
 taskset -c 0 "$load" fresh --gateway-bin "$bin" --proxy-core 1 --duration-s "$dur" \
   --repeats "$reps" --redis --out "$out/fresh.json" --scratch "$scratch/fresh"
 # 2: the generator on core 0; the gateway and the backend it fronts (projector, pushes,
@@ -43,6 +45,9 @@ taskset -c 0 "$load" ryw --gateway-bin "$bin" --gateway-core 1 --backend-core 1 
   --out "$out/ryw.json" --scratch "$scratch/ryw"
 # 3
 "$load" held --gateway-bin "$bin" --counts "$counts" --out "$out/held.json" --scratch "$scratch/held"
+# 3 over HTTP/1.1: one connection per held read (10,000: under the 20,000 descriptor limit).
+"$load" held --http1 --gateway-bin "$bin" --counts "${counts%%,*}" --out "$out/held-http1.json" \
+  --scratch "$scratch/held-http1"
 # 4: criterion benches; their median estimates are copied next to the JSON.
 cargo bench --bench waiters -- --warm-up-time 1 --measurement-time 3 2>&1 | tee "$out/bench-waiters.txt"
 cargo bench --bench token -- --warm-up-time 1 --measurement-time 3 token/verify_hs256 2>&1 | tee "$out/bench-token.txt"

@@ -164,6 +164,34 @@ impl PositionVector {
         PositionVector(out)
     }
 
+    /// Every log of this vector is one of `logs` (then [`PositionVector::restrict`]
+    /// would return a copy of it).
+    pub fn logs_within<S: AsRef<str>>(&self, logs: &[S]) -> bool {
+        self.0
+            .keys()
+            .all(|log| logs.iter().any(|l| l.as_ref() == log))
+    }
+
+    /// The text form (`a=1,b=2`) as a header value, written without the `fmt`
+    /// machinery: every forwarded read with a token sends it
+    /// (`Consistency-Min-Position`). `None` for an empty vector.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.0.keys().map(|l| l.len() + 22).sum());
+        let mut digits = itoa::Buffer::new();
+        for (i, (log, pos)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(log.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(digits.format(*pos).as_bytes());
+        }
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
+    }
+
     /// Consumes the vector into its map.
     pub fn into_inner(self) -> BTreeMap<String, u64> {
         self.0
@@ -199,6 +227,16 @@ impl<S: Into<String>> FromIterator<(S, u64)> for PositionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_value_is_the_text_form_and_logs_within_checks_every_log() {
+        let v = PositionVector::parse("users-0=0,users-1=18446744073709551615,a=7", None).unwrap();
+        assert_eq!(v.header_value().unwrap(), v.to_string().as_str());
+        assert_eq!(PositionVector::new().header_value(), None);
+        assert!(v.logs_within(&["a", "users-0", "users-1", "x"]));
+        assert!(!v.logs_within(&["a", "users-0"]));
+        assert!(PositionVector::new().logs_within::<&str>(&[]));
+    }
     use proptest::prelude::*;
 
     fn v(text: &str) -> PositionVector {

@@ -257,7 +257,11 @@ impl Conn {
                         tunnel: upgrade.then(|| slot.clone()),
                     });
                 }
-                let fut = handler(req, peer);
+                // Boxed once, here: hyper moves the service future into its
+                // per-connection slot, and the handler's future (several KB: the read
+                // path, held reads included) would be copied on every move, and kept
+                // in that slot's size by every idle keep-alive connection.
+                let fut = Box::pin(handler(req, peer));
                 async move {
                     let resp = fut.await;
                     drop(in_flight);

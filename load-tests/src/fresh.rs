@@ -20,7 +20,7 @@ use crate::gateway::{self, GatewaySpec};
 use crate::generator::{self, RunResult, Target};
 use crate::procs::{self, Proc};
 use crate::stats::{self, median, Summary};
-use crate::{net, nginx, redis};
+use crate::{cores, net, nginx, redis, wrk};
 
 /// Settings of the fresh-read scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -31,9 +31,15 @@ pub struct FreshArgs {
     /// The nginx binary.
     #[arg(long, default_value = "nginx")]
     pub nginx_bin: String,
-    /// Core both proxies are pinned to.
+    /// Core every proxy is pinned to.
     #[arg(long, default_value_t = 1)]
     pub proxy_core: usize,
+    /// Core this tool runs on (`taskset -c 0`): the origin, wrk and the generator.
+    #[arg(long, default_value_t = 0)]
+    pub tool_core: usize,
+    /// Leave out the `wrk` cross-check.
+    #[arg(long)]
+    pub skip_wrk: bool,
     /// Seconds per measured run.
     #[arg(long, default_value_t = 4.0)]
     pub duration_s: f64,
@@ -64,8 +70,28 @@ struct TargetFigures {
     max_rps_median: f64,
     max_rps_runs: Vec<f64>,
     proxy_cpu_us_per_req_median: f64,
+    /// The closed-loop runs' proxy share of its core and tool core busy (medians), and
+    /// which side bound each run.
+    proxy_share_median: f64,
+    tool_core_busy_median: f64,
+    bound_runs: Vec<String>,
+    /// The same target loaded by `wrk -t1` with as many connections.
+    wrk: Option<WrkFigures>,
     /// Keyed by the load level (`50%`, `90%`).
     open: BTreeMap<String, OpenFigures>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct WrkFigures {
+    rps_median: f64,
+    rps_runs: Vec<f64>,
+    proxy_cpu_us_per_req_median: f64,
+    proxy_share_median: f64,
+    tool_core_busy_median: f64,
+    bound_runs: Vec<String>,
+    p50_us_median: f64,
+    p99_us_median: f64,
+    errors: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -142,19 +168,29 @@ async fn token_for(gw: &gateway::Gateway) -> Result<String, String> {
     Err("the projection never covered the token".into())
 }
 
-async fn measure<F, Fut>(pid: Option<u32>, run: F) -> RunResult
+/// Runs `run` and fills in the proxy's CPU and the two cores' busy figures.
+async fn measure<F, Fut>(pid: Option<u32>, cores: (usize, usize), run: F) -> RunResult
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = RunResult>,
 {
+    let (proxy_core, tool_core) = cores;
     let before = pid.map(procs::cpu_seconds);
+    let cores_before = cores::sample();
     let mut r = run().await;
+    let cores_after = cores::sample();
+    r.proxy_core_busy = cores::busy(&cores_before, &cores_after, proxy_core);
+    r.tool_core_busy = cores::busy(&cores_before, &cores_after, tool_core);
     if let (Some(pid), Some(before)) = (pid, before) {
         r.proxy_cpu_s = procs::cpu_seconds(pid) - before;
         if r.ok > 0 {
             r.proxy_cpu_us_per_req = r.proxy_cpu_s * 1e6 / r.ok as f64;
         }
+        if r.elapsed_s > 0.0 {
+            r.proxy_share = r.proxy_cpu_s / r.elapsed_s;
+        }
     }
+    r.bound = cores::bound(r.proxy_share, r.tool_core_busy).to_owned();
     r
 }
 
@@ -181,9 +217,25 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     let backend = Backend::start(Duration::ZERO, 1, push_to.clone())
         .await
         .map_err(|e| e.to_string())?;
+    // The read side every proxy forwards to: a one-worker nginx answering from memory,
+    // on the tool's core. The demo backend's command service mints the token and its
+    // projector pushes instance `r0`'s checkpoint, which the gateway applies to `r0`
+    // = the origin.
+    let origin_addr = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        procs::free_port().map_err(|e| e.to_string())?,
+    ));
+    let origin_dir = procs::scratch(dir, "origin").map_err(|e| e.to_string())?;
+    let origin = nginx::start_origin(
+        &args.nginx_bin,
+        &origin_dir,
+        origin_addr,
+        Some(args.tool_core),
+    )
+    .await?;
     let spec = GatewaySpec {
         command: backend.command,
-        reads: backend.reads.clone(),
+        reads: vec![origin_addr],
         max_held_reads: 10_000,
         max_connections: 10_000,
         max_wait: "1s".into(),
@@ -198,21 +250,14 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         procs::free_port().map_err(|e| e.to_string())?,
     ));
     let nginx_dir = procs::scratch(dir, "nginx").map_err(|e| e.to_string())?;
-    let nginx = nginx::start(
-        &args.nginx_bin,
-        &nginx_dir,
-        nginx_addr,
-        backend.reads[0],
-        core,
-    )
-    .await?;
+    let nginx = nginx::start(&args.nginx_bin, &nginx_dir, nginx_addr, origin_addr, core).await?;
 
     // The stack's floor: a bare hyper proxy, same core, same upstream.
     let floor_addr = std::net::SocketAddr::from((
         [127, 0, 0, 1],
         procs::free_port().map_err(|e| e.to_string())?,
     ));
-    let floor = start_floor(dir, floor_addr, backend.reads[0], core).await?;
+    let floor = start_floor(dir, floor_addr, origin_addr, core).await?;
 
     let baseline = match (&args.baseline_gateway_bin, baseline_addrs) {
         (Some(bin), Some(addrs)) => {
@@ -253,7 +298,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         Proxied {
             target: Target {
                 name: "direct".into(),
-                addr: backend.reads[0],
+                addr: origin_addr,
                 path: "/users/1".into(),
                 headers: headers.clone(),
             },
@@ -355,6 +400,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
             }
         };
 
+    let cores = (args.proxy_core, args.tool_core);
     for rep in 0..args.repeats {
         for p in &targets {
             eprintln!("fresh: max throughput {} (run {})", p.target.name, rep + 1);
@@ -362,7 +408,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                 ("tidemark-redis", Some(a)) => redis::command_calls(a).await.ok(),
                 _ => None,
             };
-            let r = measure(p.pid, || {
+            let r = measure(p.pid, cores, || {
                 generator::closed_loop(&p.target, duration, args.connections, 50_000_000)
             })
             .await;
@@ -372,6 +418,41 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                 }
             }
             runs.push(r);
+        }
+    }
+    // The cross-check: the same targets, proxies and origin, loaded by wrk.
+    if !args.skip_wrk {
+        for rep in 0..args.repeats {
+            for p in &targets {
+                if p.target.name == "tidemark-redis" {
+                    continue;
+                }
+                eprintln!("fresh: wrk {} (run {})", p.target.name, rep + 1);
+                let mut failed = None;
+                let r = measure(p.pid, cores, || async {
+                    match wrk::run(
+                        &p.target.name,
+                        p.target.addr,
+                        &p.target.path,
+                        &p.target.headers,
+                        args.connections,
+                        duration,
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failed = Some(e);
+                            RunResult::default()
+                        }
+                    }
+                })
+                .await;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                runs.push(r);
+            }
         }
     }
     let nginx_max = median(
@@ -394,7 +475,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                     ("tidemark-redis", Some(a)) => redis::command_calls(a).await.ok(),
                     _ => None,
                 };
-                let mut r = measure(p.pid, || {
+                let mut r = measure(p.pid, cores, || {
                     generator::open_loop(&p.target, rate, duration, args.connections)
                 })
                 .await;
@@ -441,6 +522,26 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
             ..TargetFigures::default()
         };
         f.max_rps_median = median(&f.max_rps_runs);
+        f.proxy_share_median = median(&max.iter().map(|r| r.proxy_share).collect::<Vec<_>>());
+        f.tool_core_busy_median = median(&max.iter().map(|r| r.tool_core_busy).collect::<Vec<_>>());
+        f.bound_runs = max.iter().map(|r| r.bound.clone()).collect();
+        let by_wrk: Vec<&&RunResult> = mine.iter().filter(|r| r.mode == "wrk").collect();
+        if !by_wrk.is_empty() {
+            let med = |g: &dyn Fn(&RunResult) -> f64| {
+                median(&by_wrk.iter().map(|r| g(r)).collect::<Vec<_>>())
+            };
+            f.wrk = Some(WrkFigures {
+                rps_runs: by_wrk.iter().map(|r| r.achieved_rps).collect(),
+                rps_median: med(&|r| r.achieved_rps),
+                proxy_cpu_us_per_req_median: med(&|r| r.proxy_cpu_us_per_req),
+                proxy_share_median: med(&|r| r.proxy_share),
+                tool_core_busy_median: med(&|r| r.tool_core_busy),
+                bound_runs: by_wrk.iter().map(|r| r.bound.clone()).collect(),
+                p50_us_median: med(&|r| r.latency.p50_us as f64),
+                p99_us_median: med(&|r| r.latency.p99_us as f64),
+                errors: by_wrk.iter().map(|r| r.errors).sum(),
+            });
+        }
         f.proxy_cpu_us_per_req_median = median(
             &max.iter()
                 .map(|r| r.proxy_cpu_us_per_req)
@@ -506,6 +607,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     drop(redis_proc);
     drop(nginx);
     drop(floor);
+    drop(origin);
     drop(baseline);
     drop(tidemark);
     drop(backend);

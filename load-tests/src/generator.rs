@@ -70,6 +70,14 @@ pub struct RunResult {
     pub proxy_cpu_s: f64,
     /// `proxy_cpu_s / ok`, microseconds.
     pub proxy_cpu_us_per_req: f64,
+    /// `proxy_cpu_s / elapsed_s`: the proxy process's share of its one core.
+    pub proxy_share: f64,
+    /// How busy the proxy's core was (all processes, kernel included), 0..1.
+    pub proxy_core_busy: f64,
+    /// How busy the core of the load generator and upstream was, 0..1.
+    pub tool_core_busy: f64,
+    /// Which core limited the run: `proxy`, `tool`, `both` or `neither`.
+    pub bound: String,
     /// Run's histogram (merged by scenarios), not serialised.
     #[serde(skip)]
     pub hist: Option<Histogram<u64>>,

@@ -6,7 +6,8 @@
 //! the gateway's CPU time for the release.
 //!
 //! Reads travel over h2c connections, 150 streams each (see [`STREAMS_PER_CONNECTION`]
-//! for why). The projection has four read instances so
+//! for why), or with `--http1` one HTTP/1.1 connection per read (the way browsers
+//! behind an HTTP/1.1 load balancer arrive). The projection has four read instances so
 //! the gateway's own upstream connections spread over four ports too.
 
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ pub struct HeldArgs {
     /// Read instances (each gets one push).
     #[arg(long, default_value_t = 4)]
     pub instances: usize,
+    /// One HTTP/1.1 connection per held read instead of h2c streams (each read and its
+    /// connection then cost a descriptor in the gateway and one in this tool: keep the
+    /// count under RLIMIT_NOFILE).
+    #[arg(long)]
+    pub http1: bool,
     /// Where the JSON goes.
     #[arg(long)]
     pub out: PathBuf,
@@ -52,7 +58,9 @@ pub struct HeldArgs {
 pub struct HeldFigures {
     /// Reads sent.
     pub reads: usize,
-    /// h2c connections the reads were spread over.
+    /// `h2c` or `http1`.
+    pub transport: String,
+    /// Connections the reads were spread over.
     pub connections: usize,
     /// Connections that could not be opened.
     pub connect_errors: usize,
@@ -169,6 +177,7 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     let position = w.json()["version"].as_u64().unwrap_or(1);
     let mut f = HeldFigures {
         reads: n,
+        transport: if args.http1 { "http1" } else { "h2c" }.into(),
         ..HeldFigures::default()
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -178,40 +187,71 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     // concurrent streams): one HTTP/1.1 connection per held read would need more file
     // descriptors than RLIMIT_NOFILE allows here (20,000, not raisable without
     // CAP_SYS_RESOURCE), in the gateway and in this process.
-    let conns = n.div_ceil(STREAMS_PER_CONNECTION);
-    f.connections = conns;
-    let mut h2 = Vec::with_capacity(conns);
-    for i in 0..conns {
-        let source = 1 + (i % 4) as u8;
-        match net::connect_h2(gw.proxy, Some(source)).await {
-            Ok(s) => h2.push(s),
-            Err(_) => f.connect_errors += 1,
+    let senders = if args.http1 {
+        let mut h1 = Vec::with_capacity(n);
+        for i in 0..n {
+            let source = 1 + (i % 4) as u8;
+            match net::connect(gw.proxy, Some(source)).await {
+                Ok(s) => h1.push(s),
+                Err(_) => f.connect_errors += 1,
+            }
         }
-    }
-    if h2.is_empty() {
-        return Err("no h2c connection to the gateway".into());
-    }
-    let senders: Vec<net::H2Sender> = (0..n).map(|i| h2[i % h2.len()].clone()).collect();
+        f.connections = h1.len();
+        Senders::Http1(h1)
+    } else {
+        let conns = n.div_ceil(STREAMS_PER_CONNECTION);
+        let mut h2 = Vec::with_capacity(conns);
+        for i in 0..conns {
+            let source = 1 + (i % 4) as u8;
+            match net::connect_h2(gw.proxy, Some(source)).await {
+                Ok(s) => h2.push(s),
+                Err(_) => f.connect_errors += 1,
+            }
+        }
+        if h2.is_empty() {
+            return Err("no h2c connection to the gateway".into());
+        }
+        f.connections = h2.len();
+        Senders::H2c((0..n).map(|i| h2[i % h2.len()].clone()).collect())
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     f.rss_connected_kib = procs::rss_kib(pid);
 
     let sent = Instant::now();
-    let mut tasks = Vec::with_capacity(senders.len());
-    for mut s in senders {
+    let mut tasks = Vec::with_capacity(n);
+    let build = {
         let token = token.clone();
         let addr = gw.proxy;
-        tasks.push(tokio::spawn(async move {
-            let req = net::build(
+        move || {
+            net::build(
                 Method::GET,
                 addr,
                 "/users/1",
                 &[("consistency-token", &token)],
                 Bytes::new(),
             )
-            .ok()?;
-            let r = net::send_h2(&mut s, req, Duration::from_secs(150)).await;
-            Some((Instant::now(), matches!(r, Ok(r) if r.status.is_success())))
-        }));
+            .ok()
+        }
+    };
+    match senders {
+        Senders::H2c(senders) => {
+            for mut s in senders {
+                let req = build();
+                tasks.push(tokio::spawn(async move {
+                    let r = net::send_h2(&mut s, req?, Duration::from_secs(150)).await;
+                    Some((Instant::now(), matches!(r, Ok(r) if r.status.is_success())))
+                }));
+            }
+        }
+        Senders::Http1(senders) => {
+            for mut s in senders {
+                let req = build();
+                tasks.push(tokio::spawn(async move {
+                    let r = net::send(&mut s, req?, Duration::from_secs(150)).await;
+                    Some((Instant::now(), matches!(r, Ok(r) if r.status.is_success())))
+                }));
+            }
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(90);
     let expected = tasks.len() as u64;
@@ -314,6 +354,14 @@ async fn one(args: &HeldArgs, n: usize) -> Result<HeldFigures, String> {
     f.direct_all_answered_ms = direct.iter().map(|r| r.elapsed_s * 1e3).fold(0.0, f64::max);
     drop(backend);
     Ok(f)
+}
+
+/// The client side of the held reads.
+enum Senders {
+    /// One per read, streams of shared h2c connections.
+    H2c(Vec<net::H2Sender>),
+    /// One HTTP/1.1 connection per read.
+    Http1(Vec<net::Sender>),
 }
 
 /// `upstreams.NAME.max_connections` of the gateway under test (its default).

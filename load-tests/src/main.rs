@@ -5,9 +5,11 @@
 //! - [`fresh`], [`ryw`], [`held`]: scenarios 1+5, 2 and 3.
 //! - [`report`] and [`svg`]: report.md and the charts from the scenarios' JSON.
 //! - [`floor`]: the bare hyper proxy the fresh-read scenario measures as the stack's floor.
+//! - [`wrk`] and [`cores`]: the independent generator and the per-core busy figures.
 //! - [`backend`], [`gateway`], [`nginx`], [`redis`], [`procs`], [`net`]: the pieces.
 
 mod backend;
+mod cores;
 mod floor;
 mod fresh;
 mod gateway;
@@ -22,6 +24,7 @@ mod report;
 mod ryw;
 mod stats;
 mod svg;
+mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +48,9 @@ enum Cmd {
     Held(held::HeldArgs),
     /// The bare hyper proxy (the stack's floor; run by `fresh`, not by hand).
     FloorProxy(floor::FloorArgs),
+    /// Sends exactly `--requests` GETs, closed loop, and prints the outcome (for
+    /// instruction counts under callgrind: `load-tests/callgrind.sh`).
+    Count(CountArgs),
     /// Writes the machine description (CPU, memory, versions) as JSON.
     Machine {
         /// Where the JSON goes.
@@ -57,6 +63,71 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// Settings of `count`.
+#[derive(Debug, clap::Args)]
+struct CountArgs {
+    /// The target (loopback only).
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// Request path.
+    #[arg(long, default_value = "/users/1")]
+    path: String,
+    /// Extra header, `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Requests to send, in all.
+    #[arg(long)]
+    requests: u64,
+    /// Bound on the whole run, seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+async fn count(a: CountArgs) -> Result<(), String> {
+    net::ensure_loopback(a.addr).map_err(|e| e.to_string())?;
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected `name: value`"))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    if a.connections == 0 || !a.requests.is_multiple_of(a.connections as u64) {
+        return Err(format!(
+            "--requests {} must be a multiple of --connections {} (each connection sends as many)",
+            a.requests, a.connections
+        ));
+    }
+    let target = generator::Target {
+        name: "count".into(),
+        addr: a.addr,
+        path: a.path,
+        headers,
+    };
+    let r = generator::closed_loop(
+        &target,
+        std::time::Duration::from_secs(a.timeout_s),
+        a.connections,
+        a.requests,
+    )
+    .await;
+    println!(
+        "sent {} ok {} errors {} in {:.2} s",
+        r.sent, r.ok, r.errors, r.elapsed_s
+    );
+    if r.ok == a.requests && r.sent == a.requests {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} requests answered 2xx ({} sent)",
+            r.ok, a.requests, r.sent
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -77,6 +148,7 @@ fn main() -> ExitCode {
             Cmd::Ryw(a) => ryw::run(a).await,
             Cmd::Held(a) => held::run(a).await,
             Cmd::FloorProxy(a) => floor::run(a).await,
+            Cmd::Count(a) => count(a).await,
             Cmd::Machine { out } => machine::write(&out),
             Cmd::Report { dir } => report::write(&dir),
         }

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use crate::procs::{self, Proc};
 
-/// The configuration: `worker_processes 1`, keepalive to the upstream and to clients
-/// (`keepalive_requests` raised so neither side reconnects during a run; tidemark
-/// never closes a keepalive connection by count either), no access log (tidemark
-/// writes none).
-pub fn config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+/// What every configuration here starts with: one worker in the foreground, every
+/// path in `dir`, no access log, keep-alive with clients raised so that no client
+/// reconnects during a run. It opens the `http` block.
+fn head(dir: &Path) -> String {
     let d = dir.display();
     format!(
         r#"worker_processes 1;
@@ -29,7 +28,17 @@ http {{
     scgi_temp_path {d}/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
-    upstream view {{
+"#
+    )
+}
+
+/// The configuration: `worker_processes 1`, keepalive to the upstream and to clients
+/// (`keepalive_requests` raised so neither side reconnects during a run; tidemark
+/// never closes a keepalive connection by count either), no access log (tidemark
+/// writes none).
+pub fn config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"{head}    upstream view {{
         server {upstream};
         keepalive 64;
         keepalive_requests 10000000;
@@ -43,7 +52,8 @@ http {{
         }}
     }}
 }}
-"#
+"#,
+        head = head(dir)
     )
 }
 
@@ -57,6 +67,17 @@ pub async fn start(
 ) -> Result<Proc, String> {
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, config(dir, listen, upstream)).map_err(|e| e.to_string())?;
+    spawn(bin, dir, &conf, listen, core).await
+}
+
+/// Runs nginx with `conf` in the foreground and waits until it listens.
+async fn spawn(
+    bin: &str,
+    dir: &Path,
+    conf: &Path,
+    listen: SocketAddr,
+    core: Option<usize>,
+) -> Result<Proc, String> {
     let args = vec![
         "-p".to_owned(),
         dir.display().to_string(),
@@ -75,4 +96,38 @@ pub async fn start(
             dir.display()
         ))
     }
+}
+
+/// The body the origin answers every `GET` with (what the demo's read service answers
+/// for user 1, in size and shape).
+pub const ORIGIN_BODY: &str = r#"{"id":"1","name":"load","version":1}"#;
+
+/// The origin: one nginx worker answering every request with [`ORIGIN_BODY`] from
+/// memory, the cheapest upstream there is, so the core it shares with the load
+/// generator is not the first to saturate.
+pub fn origin_config(dir: &Path, listen: SocketAddr) -> String {
+    format!(
+        r#"{head}    server {{
+        listen {listen};
+        location / {{
+            default_type application/json;
+            return 200 '{ORIGIN_BODY}';
+        }}
+    }}
+}}
+"#,
+        head = head(dir)
+    )
+}
+
+/// Starts the origin (see [`origin_config`]) on `listen`, pinned to `core`.
+pub async fn start_origin(
+    bin: &str,
+    dir: &Path,
+    listen: SocketAddr,
+    core: Option<usize>,
+) -> Result<Proc, String> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, origin_config(dir, listen)).map_err(|e| e.to_string())?;
+    spawn(bin, dir, &conf, listen, core).await
 }

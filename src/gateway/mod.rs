@@ -288,8 +288,11 @@ impl Gateway {
         body: Body,
         peer: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let Some(RouteMatch { route, params }) = self.routes.find(&parts.method, parts.uri.path())
-        else {
+        // Captures are only read to expand a cache key: copied for those routes only.
+        let found = self
+            .routes
+            .find_with(&parts.method, parts.uri.path(), |r| r.cache_key.is_some());
+        let Some(RouteMatch { route, params }) = found else {
             metrics::counter!("tidemark_requests_total", "route" => "", "kind" => "none", "source" => "", "status" => "4xx").increment(1);
             return Err(GatewayError::NoRoute {
                 method: parts.method.clone(),

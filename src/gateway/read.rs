@@ -73,10 +73,13 @@ impl Gateway {
             .clone();
         let upstream = self.upstream(&ctx.route.upstream)?.clone();
 
-        let token_required = claims
-            .as_ref()
-            .map(|c| c.pos.restrict(projection.logs()))
-            .unwrap_or_default();
+        // What the token asks of this projection's logs: the token's own vector when it
+        // names no other log (the common case: no copy), else its restriction.
+        let token_required: std::borrow::Cow<'_, PositionVector> = match claims.as_deref() {
+            Some(c) if c.pos.logs_within(projection.logs()) => std::borrow::Cow::Borrowed(&c.pos),
+            Some(c) => std::borrow::Cow::Owned(c.pos.restrict(projection.logs())),
+            None => std::borrow::Cow::Owned(PositionVector::new()),
+        };
         let answer = self
             .decide(
                 ctx,
@@ -119,12 +122,10 @@ impl Gateway {
             }
             Answer::Instance(i, source) => {
                 self.prepare_request(&mut parts, ctx.peer, false);
-                if !token_required.is_empty() {
-                    if let Ok(v) = HeaderValue::from_str(&token_required.to_string()) {
-                        parts
-                            .headers
-                            .insert(self.config.headers.min_position.clone(), v);
-                    }
+                if let Some(v) = token_required.header_value() {
+                    parts
+                        .headers
+                        .insert(self.config.headers.min_position.clone(), v);
                 }
                 let req = Request::from_parts(parts, body);
                 let (i, result) = self
@@ -160,7 +161,7 @@ impl Gateway {
             held,
             source,
         );
-        if let Ok(v) = HeaderValue::from_str(&timing) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
             headers.insert(SERVER_TIMING.clone(), v);
         }
         if read.monotonic {
@@ -424,23 +425,23 @@ fn cache_response(entry: CachedResponse) -> Response<Body> {
 }
 
 /// The `Server-Timing` value: the upstream's own entries (if any), then
-/// `tidemark;dur=<ms, one decimal>;desc="<source>"` (integer arithmetic: no float
-/// formatting on every read).
+/// `tidemark;dur=<ms, one decimal>;desc="<source>"` (integer arithmetic, no `fmt`:
+/// every read writes it).
 fn server_timing(existing: Option<&str>, held: std::time::Duration, source: Source) -> String {
-    use std::fmt::Write;
     let tenths = (held.as_micros() + 50) / 100;
     let mut out = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 48);
     if let Some(existing) = existing {
         out.push_str(existing);
         out.push_str(", ");
     }
-    let _ = write!(
-        out,
-        "tidemark;dur={}.{};desc=\"{}\"",
-        tenths / 10,
-        tenths % 10,
-        source.as_str()
-    );
+    let mut digits = itoa::Buffer::new();
+    out.push_str("tidemark;dur=");
+    out.push_str(digits.format(tenths / 10));
+    out.push('.');
+    out.push_str(digits.format(tenths % 10));
+    out.push_str(";desc=\"");
+    out.push_str(source.as_str());
+    out.push('"');
     out
 }
 

@@ -147,17 +147,32 @@ impl RouteTable {
     /// The first route, in file order, whose methods and path match. `path` is the
     /// request's path only (`uri.path()`, no query string), as received.
     pub fn find(&self, method: &Method, path: &str) -> Option<RouteMatch<'_>> {
+        self.find_with(method, path, |_| true)
+    }
+
+    /// [`RouteTable::find`], with the captures copied only for routes `wants_params`
+    /// says need them (the others get empty [`Params`]: no allocation per request).
+    pub fn find_with(
+        &self,
+        method: &Method,
+        path: &str,
+        wants_params: impl Fn(&Route) -> bool,
+    ) -> Option<RouteMatch<'_>> {
         self.routes
             .iter()
             .zip(&self.matchers)
             .filter(|(route, _)| route.accepts(method))
             .find_map(|(route, matcher)| {
                 let matched = matcher.at(path).ok()?;
-                let params = matched
-                    .params
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), value.to_string()))
-                    .collect();
+                let params = if wants_params(route) {
+                    matched
+                        .params
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Some(RouteMatch {
                     route,
                     params: Params(params),

@@ -283,3 +283,16 @@ fn every_bad_route_is_reported_at_once() {
         errors[0]
     );
 }
+
+#[test]
+fn find_with_copies_captures_only_for_the_routes_that_want_them() {
+    let t = users_table();
+    let wants_cache = |r: &Route| r.cache_key.is_some();
+    let cached = t.find_with(&Method::PUT, "/users/42", wants_cache).unwrap();
+    assert_eq!(cached.params.get("id"), Some("42"));
+    let plain = t
+        .find_with(&Method::GET, "/users/7/files/a.txt", wants_cache)
+        .unwrap();
+    assert_eq!(plain.route.config.name, "user-files");
+    assert_eq!(plain.params, Params(Vec::new()));
+}
