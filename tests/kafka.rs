@@ -363,3 +363,77 @@ async fn a_broker_down_at_start_degrades_readyz_and_fails_no_write() {
     assert_eq!((r.status, r.text()), (StatusCode::OK, "y".to_string()));
     gw.stop().await;
 }
+
+/// A command service whose writes succeed while the gateway cannot reach the broker
+/// (it answers `204` without producing): the fence times out, the answer is passed on
+/// at once, and the session's reads of every partition go to the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_that_times_out_passes_the_write_on_and_pins_every_partition() {
+    let mut broker = KafkaBroker::start();
+    let app = App::start(&broker.address()).await;
+    let blind = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route(
+            "/users/{id}",
+            axum::routing::put(|| async { StatusCode::NO_CONTENT }),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    };
+    let toml = gateway_toml(&app, &broker.address())
+        .replace(
+            "[upstreams.view]",
+            &format!("[upstreams.blind]\nurl = \"http://{blind}\"\n[upstreams.view]"),
+        )
+        .replace(
+            "upstream = \"commands\"\nfence",
+            "upstream = \"blind\"\nfence",
+        );
+    let gw = TestGateway::start(common::config(&toml, &[])).await;
+    common::wait_until(Duration::from_secs(10), "kafka ok in /readyz", || async {
+        readyz_kafka(&gw).await == "ok"
+    })
+    .await;
+    broker.pause();
+    let http = common::http();
+    let started = Instant::now();
+    let w = http.send(Method::PUT, &gw.url("/users/a"), &[], "x").await;
+    let took = started.elapsed();
+    assert_eq!(
+        w.status,
+        StatusCode::NO_CONTENT,
+        "the write's answer is never lost"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "the fence gave up at request_timeout (500ms): {took:?}"
+    );
+    let token = w.header("consistency-token").expect("a token").to_string();
+    // The token's `pri` claim marks every partition's log for the primary.
+    let claims = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    let pinned: Vec<&str> = claims["pri"]
+        .as_object()
+        .expect("a pri claim")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(pinned, app::logs(), "{claims}");
+    let started = Instant::now();
+    let r = http
+        .get(&gw.url("/users/a"), &[("consistency-token", &token)])
+        .await;
+    assert_eq!(r.header("consistency-source"), Some("primary"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no hold: straight to the primary"
+    );
+    assert_eq!(app.primary_reads.load(Ordering::Relaxed), 1);
+    broker.resume();
+    gw.stop().await;
+}
