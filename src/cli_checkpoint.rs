@@ -196,15 +196,21 @@ fn encode_component(text: &str) -> String {
     out
 }
 
-/// `tidemark checkpoint show`: runs every `postgres` checkpoint source and every
-/// write fence of `config` once and describes what each read, so an operator sees
-/// the wiring before going live. Returns the report and whether every read worked.
+/// `tidemark checkpoint show`: runs every `postgres` and `kafka` checkpoint source and
+/// every `postgres` and `kafka_topic` write fence of `config` once and describes what
+/// each read, so an operator sees the wiring before going live. Returns the report
+/// and whether every read worked.
 pub async fn show(config: &crate::config::Config) -> (String, bool) {
     use crate::database::{rows, Databases};
     let databases = Databases::new(&config.positions.databases);
     let mut out = String::new();
-    if config.positions.sources.is_empty() && config.positions.fences.is_empty() {
-        out.push_str("no postgres checkpoint source and no fence configured\n");
+    let kafka_sources = config.projections.values().any(|p| p.kafka.is_some());
+    if config.positions.sources.is_empty()
+        && config.positions.fences.is_empty()
+        && !kafka_sources
+        && config.positions.kafka_fences.is_empty()
+    {
+        out.push_str("no postgres or kafka checkpoint source and no fence configured\n");
     }
     let mut ok = true;
     let mut line = |what: String, result: Result<String, String>| match result {
@@ -251,7 +257,118 @@ pub async fn show(config: &crate::config::Config) -> (String, bool) {
         );
         line(what, read(&fence.database, &fence.sql).await);
     }
+    if let Some(kafka) = &config.kafka {
+        for (what, result) in show_kafka(config, kafka).await {
+            line(what, result);
+        }
+    }
     (out, ok)
+}
+
+/// The `kafka` sources and `kafka_topic` fences of `config`, each read once: a line
+/// `(what, read)` each.
+async fn show_kafka(
+    config: &crate::config::Config,
+    kafka: &crate::config::kafka::KafkaConfig,
+) -> Vec<(String, Result<String, String>)> {
+    use crate::config::kafka::log_name;
+    let client = match crate::kafka::Kafka::connect(kafka, None) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![(
+                format!("kafka at {}", kafka.bootstrap()),
+                Err(e.to_string()),
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    for (name, p) in &config.projections {
+        let Some(source) = &p.kafka else { continue };
+        let what = format!(
+            "projection {name} checkpoint, group {} on topic {}",
+            source.group, source.topic
+        );
+        let read = async {
+            let committed = client
+                .committed(&source.group, &source.topic, &source.partitions)
+                .await
+                .map_err(|e| e.to_string())?;
+            let positions = crate::checkpoint::sources::kafka::applied(&source.topic, &committed);
+            let missing: Vec<String> = committed
+                .iter()
+                .filter(|(_, o)| o.is_none())
+                .map(|(n, _)| log_name(&source.topic, *n))
+                .collect();
+            let mut text = if positions.is_empty() {
+                "no committed offset yet".to_string()
+            } else {
+                positions.to_string()
+            };
+            if !missing.is_empty() {
+                text.push_str(&format!(
+                    "; no committed offset on {} (reads after writes there wait until the group commits)",
+                    missing.join(", ")
+                ));
+            }
+            text.push_str(&unlisted(&client, &source.topic, &source.partitions).await);
+            Ok(text)
+        };
+        out.push((what, read.await));
+    }
+    for (route, fence) in &config.positions.kafka_fences {
+        let what = format!(
+            "route {route} fence, topic {} (fallback {})",
+            fence.topic,
+            humantime::format_duration(fence.fallback)
+        );
+        let read = async {
+            let latest = client
+                .latest(&fence.topic, &fence.partitions)
+                .await
+                .map_err(|e| e.to_string())?;
+            let heads = crate::gateway::fence::kafka::heads(&fence.topic, &latest);
+            let mut text = if heads.is_empty() {
+                "every partition is empty".to_string()
+            } else {
+                heads.to_string()
+            };
+            text.push_str(&unlisted(&client, &fence.topic, &fence.partitions).await);
+            Ok(text)
+        };
+        out.push((what, read.await));
+    }
+    out
+}
+
+/// A note naming the partitions of `topic` that no projection lists (writes there are
+/// never waited for), or nothing.
+async fn unlisted(client: &crate::kafka::Kafka, topic: &str, listed: &[i32]) -> String {
+    match client.partition_count(topic).await {
+        Ok(count) => {
+            let count = i32::try_from(count).unwrap_or(i32::MAX);
+            let name = |n: &i32| crate::config::kafka::log_name(topic, *n);
+            let extra: Vec<String> = (0..count)
+                .filter(|n| !listed.contains(n))
+                .map(|n| name(&n))
+                .collect();
+            let absent: Vec<String> = listed.iter().filter(|n| **n >= count).map(name).collect();
+            let mut text = String::new();
+            if !extra.is_empty() {
+                text.push_str(&format!(
+                    "; WARNING: the topic also has {} that no projection lists in `logs`: reads never wait for writes there",
+                    extra.join(", ")
+                ));
+            }
+            if !absent.is_empty() {
+                text.push_str(&format!(
+                    "; WARNING: the topic has {count} partitions: {} do not exist",
+                    absent.join(", ")
+                ));
+            }
+            text
+        }
+        Err(e) => format!("; partition count unknown: {e}"),
+    }
 }
 
 /// An error and its sources, `: `-joined.

@@ -19,6 +19,7 @@
 //!   in [`store::redis`]); entries bound to the writer's identity hash.
 //! - [`store`]: shared state in Redis.
 //! - [`nats`]: the NATS connection (`[nats]`) of the `nats` checkpoint source.
+//! - [`kafka`]: the Kafka client (`[kafka]`) of the `kafka` source and fences.
 //! - [`database`]: PostgreSQL pools (`[databases.NAME]`) for the `postgres` source and fences.
 //! - [`admin`]: the admin listener.
 //! - [`cli_checkpoint`]: `tidemark checkpoint push` (a checkpoint to the admin API) and
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod gateway;
+pub mod kafka;
 pub mod nats;
 pub mod position;
 pub mod proxy;
@@ -118,6 +120,8 @@ pub enum ServeError {
     Start(Vec<String>),
     #[error(transparent)]
     Nats(#[from] nats::NatsError),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
 }
 
 /// Builds, without serving, what [`serve`] builds from a validated config and can
@@ -199,11 +203,16 @@ pub async fn serve_with(
         Some(n) => Some(Arc::new(nats::Nats::connect(n).await?)),
         None => None,
     };
+    let kafka = match &config.kafka {
+        Some(k) => Some(kafka::Kafka::connect(k, kafka::probe_topic(&config))?),
+        None => None,
+    };
     let shared = reload::Shared {
         registry,
         cache,
         store,
         nats,
+        kafka,
     };
     // The recorder first: the gateway's upstreams take their metric handles from it.
     let prometheus = telemetry::prometheus();
@@ -216,7 +225,8 @@ pub async fn serve_with(
                 shared.cache.clone(),
                 shared.store.clone(),
             )?
-            .with_nats(shared.nats.clone()),
+            .with_nats(shared.nats.clone())
+            .with_kafka(shared.kafka.clone()),
         ),
         prometheus,
         shutdown: shutdown.clone(),

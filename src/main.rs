@@ -92,8 +92,9 @@ enum CheckpointCommand {
         /// The checkpoint: `users=1234,orders=88`, or `1234` for a one-log projection.
         position: String,
     },
-    /// Run every `postgres` checkpoint source and write fence of a config once and
-    /// print what each read (exit 1 if any failed).
+    /// Run every `postgres` and `kafka` checkpoint source and every write fence
+    /// (`postgres`, `kafka_topic`) of a config once and print what each read (exit 1
+    /// if any failed).
     Show {
         /// The gateway's config file.
         #[arg(long)]

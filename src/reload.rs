@@ -49,6 +49,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "cache.max_entries",
     "cache.max_bytes",
     "nats",
+    "kafka",
 ];
 
 /// What serves requests now: read once per request.
@@ -140,6 +141,7 @@ pub(crate) struct Reloader {
     cache: Cache,
     store: Option<Arc<RedisStore>>,
     nats: Option<Arc<crate::nats::Nats>>,
+    kafka: Option<Arc<crate::kafka::Kafka>>,
     template: AdminState,
     shutdown: CancellationToken,
     polls: CancellationToken,
@@ -152,6 +154,8 @@ pub(crate) struct Shared {
     pub store: Option<Arc<RedisStore>>,
     /// `[nats]`, connected at start-up (restart-only).
     pub nats: Option<Arc<crate::nats::Nats>>,
+    /// `[kafka]`, set up at start-up (restart-only).
+    pub kafka: Option<Arc<crate::kafka::Kafka>>,
 }
 
 impl Reloader {
@@ -185,6 +189,7 @@ impl Reloader {
             cache: shared.cache,
             store: shared.store,
             nats: shared.nats,
+            kafka: shared.kafka,
             template,
             shutdown,
             polls,
@@ -263,6 +268,7 @@ impl Reloader {
             cache: self.cache.clone(),
             store: self.store.clone(),
             nats: self.nats.clone(),
+            kafka: self.kafka.clone(),
         };
         // The recent hold timeouts shown on the status page outlive a reload.
         let recent = self.live.load().gateway.recent_timeouts.clone();
@@ -319,7 +325,10 @@ fn build(
         }
     };
     let gateway = Gateway::new(config, registry, shared.cache.clone(), shared.store.clone());
-    match gateway.map(|g| g.with_nats(shared.nats.clone())) {
+    match gateway.map(|g| {
+        g.with_nats(shared.nats.clone())
+            .with_kafka(shared.kafka.clone())
+    }) {
         Ok(mut g) if errors.is_empty() => {
             if let Some(recent) = recent_timeouts {
                 g.recent_timeouts = recent;
@@ -369,6 +378,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.drain_timeout", old.drain_timeout, s.drain_timeout);
     keep!("store", running.store, new.store);
     keep!("nats", running.nats, new.nats);
+    keep!("kafka", running.kafka, new.kafka);
     keep!(
         "cache.max_entries",
         running.cache.max_entries,
@@ -382,11 +392,12 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     ignored
 }
 
-/// Starts the checkpoint sources that run on their own (`poll`, `postgres`, `nats`),
-/// until `token`.
+/// Starts the checkpoint sources that run on their own (`poll`, `postgres`, `nats`,
+/// `kafka`), until `token`.
 pub(crate) fn spawn_polls(gateway: &Gateway, registry: &Registry, token: &CancellationToken) {
     checkpoint::sources::spawn_all(&gateway.config, registry, &gateway.databases, token);
     checkpoint::sources::nats::spawn_all(&gateway.config, registry, gateway.nats.as_ref(), token);
+    checkpoint::sources::kafka::spawn_all(&gateway.config, registry, gateway.kafka.as_ref(), token);
 }
 
 /// The Redis store's sink: always the current registry.

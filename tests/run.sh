@@ -3,8 +3,10 @@
 #   tests/run.sh [ARGS...]      (ARGS go to `cargo test --locked`, e.g. `--test config`)
 # Installs, only when missing, what the tests start as child processes or drive:
 # redis-server, chromium, PostgreSQL (initdb/pg_ctl under /usr/lib/postgresql/*/bin),
-# nats-server, wrk (apt-get update at most once, quietly; needs root or sudo), then
-# runs `cargo test --locked --no-fail-fast` (every suite, so the totals are whole) and closes with "N passed, N failed, N skipped".
+# nats-server, wrk (apt-get update at most once, quietly; needs root or sudo), and the
+# Kafka-protocol broker tansu (`cargo install`, about 10 minutes, once per machine),
+# then runs `cargo test --locked --no-fail-fast` (every suite, so the totals are whole)
+# and closes with "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,12 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+
+# tests/kafka.rs starts tansu (a Kafka-protocol broker) from PATH or ~/.cargo/bin.
+if ! have tansu && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  echo "installing tansu (cargo install; the Kafka tests' broker)"
+  cargo install tansu --locked --features dynostore
 fi
 
 log="$(mktemp)"

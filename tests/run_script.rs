@@ -1,9 +1,10 @@
 //! `tests/run.sh`, the README's one test command, on a machine stand-in: a PATH of
-//! stubs (an `apt-get` that records its calls, a `cargo` that prints two suites'
-//! results), so the script's decisions are checked without installing anything or
-//! running the suite inside itself. It installs exactly what is missing (one quiet
-//! `apt-get update`), nothing when all is there, passes its arguments to
-//! `cargo test --locked`, and closes with the totals line and cargo's status.
+//! stubs (an `apt-get` that records its calls, a `cargo` that records its calls and
+//! prints two suites' results for `cargo test`), so the script's decisions are
+//! checked without installing anything or running the suite inside itself. It
+//! installs exactly what is missing (one quiet `apt-get update`; the Kafka broker
+//! `tansu` through `cargo install`), nothing when all is there, passes its arguments
+//! to `cargo test --locked`, and closes with the totals line and cargo's status.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ fn machine(dir: &Path, installed: &[&str], cargo_status: u8) -> PathBuf {
         "cargo",
         &format!(
             "echo \"cargo $*\" >> '{}'\n\
+             [ \"$1\" = test ] || exit 0\n\
              echo 'test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out'\n\
              echo 'test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out'\n\
              exit {cargo_status}",
@@ -103,11 +105,16 @@ fn installs_only_what_is_missing_then_runs_the_suite_and_totals_it() {
             "{present} is installed: {install}"
         );
     }
+    // No tansu on PATH nor in ~/.cargo/bin (HOME is the temporary directory).
     assert_eq!(
-        lines[2], "cargo test --locked --no-fail-fast --test config",
+        lines[2], "cargo install tansu --locked --features dynostore",
         "{calls}"
     );
-    assert_eq!(lines.len(), 3, "{calls}");
+    assert_eq!(
+        lines[3], "cargo test --locked --no-fail-fast --test config",
+        "{calls}"
+    );
+    assert_eq!(lines.len(), 4, "{calls}");
     assert_eq!(
         stdout.lines().last(),
         Some("15 passed, 2 failed, 1 skipped"),
@@ -129,6 +136,7 @@ fn an_equipped_machine_installs_nothing_and_cargo_decides_the_status() {
         "chromium",
         "nats-server",
         "wrk",
+        "tansu",
     ];
     let bin = machine(dir.path(), &all, 101);
     let (out, calls) = run(dir.path(), &bin, &[]);
@@ -142,5 +150,30 @@ fn an_equipped_machine_installs_nothing_and_cargo_decides_the_status() {
     assert_eq!(
         stdout.lines().last(),
         Some("15 passed, 2 failed, 1 skipped")
+    );
+}
+
+#[test]
+fn tansu_installed_by_cargo_is_found_off_path_and_not_installed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = [
+        "redis-server",
+        "redis-cli",
+        "chromium",
+        "nats-server",
+        "wrk",
+    ];
+    let bin = machine(dir.path(), &all, 0);
+    // `cargo install` puts it in ~/.cargo/bin, which need not be on PATH.
+    let cargo_bin = dir.path().join(".cargo/bin");
+    std::fs::create_dir_all(&cargo_bin).unwrap();
+    stub(&cargo_bin, "tansu", "exit 0");
+    let (out, calls) = run(dir.path(), &bin, &[]);
+    assert!(out.status.success(), "{calls}");
+    assert!(!calls.contains("cargo install"), "{calls}");
+    assert_eq!(
+        calls.lines().last(),
+        Some("cargo test --locked --no-fail-fast"),
+        "{calls}"
     );
 }

@@ -69,6 +69,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if let Some(nats) = &s.gateway.nats {
         body["nats"] = nats.health().as_str().into();
     }
+    // `[kafka]`: `ok` while the latest request (or health probe) was answered.
+    if let Some(kafka) = &s.gateway.kafka {
+        body["kafka"] = kafka.health().as_str().into();
+    }
     // Each `[databases.NAME]`: `idle` (not queried yet), `ok` or `degraded`.
     if !s.gateway.databases.is_empty() {
         let dbs: serde_json::Map<String, serde_json::Value> = s

@@ -99,12 +99,14 @@ fn config(projections: &[(&str, &[&str], &[&str])], max_held: usize) -> Config {
                     instances: names(instances),
                     poll: None,
                     nats: None,
+                    kafka: None,
                 };
                 (name.to_string(), p)
             })
             .collect(),
         routes: vec![],
         nats: None,
+        kafka: None,
         positions: Default::default(),
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod databases;
 pub mod env;
+pub mod kafka;
 pub mod lint;
 pub mod nats;
 pub mod positions;
@@ -51,6 +52,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[nats]`: the NATS connection of the `nats` source. Default: none.
     pub nats: Option<nats::NatsConfig>,
+    /// `[kafka]`: the brokers of the `kafka` source and `kafka_topic` fences.
+    /// Default: none.
+    pub kafka: Option<kafka::KafkaConfig>,
     /// `[databases.NAME]`, the `postgres` checkpoint sources and the write fences.
     pub positions: PositionsConfig,
 }
@@ -307,6 +311,7 @@ pub enum SourceKind {
     Header,
     Poll,
     Nats,
+    Kafka,
     Postgres,
 }
 
@@ -318,6 +323,7 @@ impl SourceKind {
             SourceKind::Header => "header",
             SourceKind::Poll => "poll",
             SourceKind::Nats => "nats",
+            SourceKind::Kafka => "kafka",
             SourceKind::Postgres => "postgres",
         }
     }
@@ -337,6 +343,8 @@ pub struct ProjectionConfig {
     pub poll: Option<PollConfig>,
     /// `nats` source settings, when `sources` has `nats`.
     pub nats: Option<nats::NatsSourceConfig>,
+    /// `kafka` source settings, when `sources` has `kafka`.
+    pub kafka: Option<kafka::KafkaSourceConfig>,
 }
 
 #[derive(Debug, Clone)]

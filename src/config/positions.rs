@@ -65,6 +65,8 @@ pub struct RawFence {
     pub fallback: Field<String>,
     /// A `nats_stream` fence (see [`super::nats::FenceCheck`]).
     pub nats_stream: Field<String>,
+    /// A `kafka_topic` fence (see [`super::kafka::FenceCheck`]).
+    pub kafka_topic: Field<String>,
 }
 
 /// Known keys of a route's `fence`.
@@ -76,6 +78,7 @@ pub const FENCE_KEYS: &[&str] = &[
     "schema",
     "fallback",
     "nats_stream",
+    "kafka_topic",
 ];
 
 /// A validated `[projections.NAME.postgres]`.
@@ -114,6 +117,8 @@ pub struct PositionsConfig {
     pub fences: BTreeMap<String, FenceConfig>,
     /// `nats_stream` fences, by write route name.
     pub nats_fences: BTreeMap<String, super::nats::NatsFenceConfig>,
+    /// `kafka_topic` fences, by write route name.
+    pub kafka_fences: BTreeMap<String, super::kafka::KafkaFenceConfig>,
 }
 
 /// The preset parameters and the query, shared by sources and fences.
@@ -451,6 +456,7 @@ pub fn fences(
     databases: &[String],
     known_logs: &[String],
     nats: &mut super::nats::FenceCheck,
+    kafka: &mut super::kafka::FenceCheck,
 ) -> BTreeMap<String, FenceConfig> {
     let mut out = BTreeMap::new();
     for f in raw {
@@ -463,6 +469,10 @@ pub fn fences(
                 format!("a fence on a `{kind}` route"),
                 "fences run after writes: move `fence` to the write route, or remove it",
             );
+            continue;
+        }
+        if f.raw.kafka_topic.is_some() {
+            kafka.check(errs, &p, f.route, f.raw, known_logs);
             continue;
         }
         if f.raw.nats_stream.is_some() {
@@ -547,6 +557,8 @@ pub struct Raw<'a> {
     pub database_names: &'a [String],
     /// Whether `[nats]` is configured (a `nats_stream` fence needs it).
     pub has_nats: bool,
+    /// Whether `[kafka]` is configured (a `kafka_topic` fence needs it).
+    pub has_kafka: bool,
 }
 
 /// Takes the `postgres` tables and `fence`s out of `raw` (the other checks do not
@@ -602,12 +614,21 @@ pub fn check(
     known_logs.dedup();
     let sources = sources(errs, raw.sources, projections, raw.database_names);
     let mut nats = super::nats::FenceCheck::new(raw.has_nats);
-    let fences = fences(errs, raw.fences, raw.database_names, &known_logs, &mut nats);
+    let mut kafka = super::kafka::FenceCheck::new(raw.has_kafka);
+    let fences = fences(
+        errs,
+        raw.fences,
+        raw.database_names,
+        &known_logs,
+        &mut nats,
+        &mut kafka,
+    );
     PositionsConfig {
         databases,
         sources,
         fences,
         nats_fences: nats.fences,
+        kafka_fences: kafka.fences,
     }
 }
 

@@ -244,6 +244,8 @@ pub struct RawProjection {
     pub poll_timeout: Field<String>,
     /// `[projections.NAME.nats]`: the `nats` source.
     pub nats: Option<super::nats::RawNatsSource>,
+    /// `[projections.NAME.kafka]`: the `kafka` source.
+    pub kafka: Option<super::kafka::RawKafkaSource>,
     /// `[projections.NAME.postgres]`: the `postgres` source.
     pub postgres: Option<super::positions::RawPostgresSource>,
 }
@@ -325,6 +327,8 @@ pub struct RawConfig {
     pub routes: Vec<Option<RawRoute>>,
     /// `[nats]`, when present.
     pub nats: Option<super::nats::RawNats>,
+    /// `[kafka]`, when present.
+    pub kafka: Option<super::kafka::RawKafka>,
     /// `[databases.NAME]` that deserialized, by name.
     pub databases: BTreeMap<String, super::databases::RawDatabase>,
     /// Every database name in the file, readable or not.
@@ -346,6 +350,7 @@ pub mod keys {
         "projections",
         "routes",
         "nats",
+        "kafka",
         "databases",
     ];
     /// `[server]`
@@ -442,6 +447,7 @@ pub mod keys {
         "poll_timeout",
         "nats",
         "postgres",
+        "kafka",
     ];
     /// `[[routes]]`
     pub const ROUTE: &[&str] = &[

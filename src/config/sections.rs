@@ -63,6 +63,7 @@ pub fn read_sections(doc: toml::Table) -> (RawConfig, Vec<ConfigError>) {
             }
             "routes" => raw.routes = routes(value, errs),
             "nats" => raw.nats = section(value, "nats", |_| super::nats::KEYS, errs),
+            "kafka" => raw.kafka = section(value, "kafka", |_| super::kafka::KEYS, errs),
             "databases" => {
                 for (name, value) in named_tables(value, "databases", errs) {
                     let key = format!("databases.{name}");
@@ -112,6 +113,7 @@ fn projection_keys(parent: &[String]) -> &'static [&'static str] {
     match parent.first().map(String::as_str) {
         Some("postgres") => super::positions::SOURCE_KEYS,
         Some("nats") => super::nats::SOURCE_KEYS,
+        Some("kafka") => super::kafka::SOURCE_KEYS,
         _ => keys::PROJECTION,
     }
 }
@@ -363,7 +365,7 @@ mod tests {
                 .filter(|k| {
                     !matches!(
                         **k,
-                        "verify_keys" | "cache" | "tls" | "postgres" | "fence" | "nats"
+                        "verify_keys" | "cache" | "tls" | "postgres" | "fence" | "nats" | "kafka"
                     )
                 })
                 .map(|k| format!("{k} = 0\n"))
@@ -374,7 +376,7 @@ mod tests {
              [upstreams.u]\n{}[projections.p]\n{}[projections.p.postgres]\n{}[token]\n{}\
              [[token.verify_keys]]\n{}[databases.d]\n{}\
              [[routes]]\n{}[routes.cache]\n{}[routes.fence]\n{}\
-             [projections.p.nats]\n{}[nats]\n{}",
+             [projections.p.nats]\n{}[nats]\n{}[projections.p.kafka]\n{}[kafka]\n{}",
             all(keys::SERVER),
             all(keys::SERVER_TLS),
             all(keys::HEADERS),
@@ -392,6 +394,8 @@ mod tests {
             all(super::super::positions::FENCE_KEYS),
             all(super::super::nats::SOURCE_KEYS),
             all(super::super::nats::KEYS),
+            all(super::super::kafka::SOURCE_KEYS),
+            all(super::super::kafka::KEYS),
         );
         let (raw, errors) = read(&text);
         assert!(errors.is_empty(), "{errors:?}");
@@ -401,6 +405,8 @@ mod tests {
         assert!(raw.projections["p"].postgres.is_some());
         assert!(raw.projections["p"].nats.is_some());
         assert!(raw.nats.is_some());
+        assert!(raw.projections["p"].kafka.is_some());
+        assert!(raw.kafka.is_some());
         assert!(raw.databases.contains_key("d"));
         assert_eq!(raw.token.verify_keys.len(), 1);
     }

@@ -185,6 +185,7 @@ pub fn parse_source(text: &str) -> Option<SourceKind> {
         "header" => Some(SourceKind::Header),
         "poll" => Some(SourceKind::Poll),
         "nats" => Some(SourceKind::Nats),
+        "kafka" => Some(SourceKind::Kafka),
         "postgres" => Some(SourceKind::Postgres),
         _ => None,
     }
@@ -262,7 +263,7 @@ fn projection(
         errs.push(
             &src_key,
             "no checkpoint source",
-            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`, `nats`",
+            "list at least one of `push`, `redis`, `header`, `poll`, `postgres`, `nats`, `kafka`",
         );
     }
     for (i, text) in texts.iter().enumerate() {
@@ -270,7 +271,7 @@ fn projection(
             None => errs.push(
                 format!("{src_key}[{i}]"),
                 format!("unknown source `{text}`"),
-                "use `push`, `redis`, `header`, `poll`, `postgres` or `nats`",
+                "use `push`, `redis`, `header`, `poll`, `postgres`, `nats` or `kafka`",
             ),
             Some(s) if sources.contains(&s) => errs.push(
                 format!("{src_key}[{i}]"),
@@ -302,6 +303,7 @@ fn projection(
         instances: Vec::new(),
         poll,
         nats: None,
+        kafka: None,
     }
 }
 

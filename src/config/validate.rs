@@ -15,7 +15,9 @@ use http::HeaderName;
 
 pub use super::collect::Errors;
 use super::raw::{Field, RawAdmin, RawCache, RawHeaders, RawServer, RawStore, RawTls};
-use super::{databases, env, nats, positions, routes, sections, token_section, upstreams, values};
+use super::{
+    databases, env, kafka, nats, positions, routes, sections, token_section, upstreams, values,
+};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, ConfigErrors, HeaderNames, RedisConfig,
     RedisTarget, ServerConfig, SourceKind, StoreConfig, TlsFiles,
@@ -56,11 +58,23 @@ pub fn from_toml(
         .iter_mut()
         .map(|(name, p)| (name.clone(), p.nats.take()))
         .collect();
+    let kafka = raw.kafka.take().and_then(|k| kafka::kafka(&mut errs, k));
+    let raw_kafka_sources: Vec<_> = raw
+        .projections
+        .iter_mut()
+        .map(|(name, p)| (name.clone(), p.kafka.take()))
+        .collect();
     let mut projections = upstreams::projections(&mut errs, raw.projections, redis);
     for (name, raw_source) in raw_nats_sources {
         if let Some(p) = projections.get_mut(&name) {
             let wanted = p.sources.contains(&SourceKind::Nats);
             p.nats = nats::source(&mut errs, p, raw_source, wanted, nats.is_some());
+        }
+    }
+    for (name, raw_source) in raw_kafka_sources {
+        if let Some(p) = projections.get_mut(&name) {
+            let wanted = p.sources.contains(&SourceKind::Kafka);
+            p.kafka = kafka::source(&mut errs, p, raw_source, wanted, kafka.is_some());
         }
     }
     let names = routes::Names {
@@ -76,6 +90,7 @@ pub fn from_toml(
             fences: raw_fences,
             database_names: &raw.database_names,
             has_nats: nats.is_some(),
+            has_kafka: kafka.is_some(),
         },
         databases,
         &projections,
@@ -101,6 +116,7 @@ pub fn from_toml(
         projections,
         routes,
         nats,
+        kafka,
         positions,
     })
 }

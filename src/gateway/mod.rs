@@ -45,6 +45,8 @@ pub struct Gateway {
     pub store: Option<Arc<RedisStore>>,
     /// The NATS connection (`[nats]`), shared by every generation. Default: none.
     pub nats: Option<Arc<crate::nats::Nats>>,
+    /// The Kafka client (`[kafka]`), shared by every generation. Default: none.
+    pub kafka: Option<Arc<crate::kafka::Kafka>>,
     /// `[databases.NAME]` pools (checkpoint source `postgres`, write fences).
     pub databases: crate::database::Databases,
     /// Write routes' fences, by route name.
@@ -139,6 +141,7 @@ impl Gateway {
             cache,
             store,
             nats: None,
+            kafka: None,
             fences,
             databases,
             recent_timeouts: Arc::default(),
@@ -156,6 +159,13 @@ impl Gateway {
     pub fn with_nats(mut self, nats: Option<Arc<crate::nats::Nats>>) -> Gateway {
         self.fences.add_nats(&self.config, nats.as_ref());
         self.nats = nats;
+        self
+    }
+
+    /// Uses `kafka` for the `kafka` sources, the `kafka_topic` fences and `/readyz`.
+    pub fn with_kafka(mut self, kafka: Option<Arc<crate::kafka::Kafka>>) -> Gateway {
+        self.fences.add_kafka(&self.config, kafka.as_ref());
+        self.kafka = kafka;
         self
     }
 

@@ -78,9 +78,11 @@ impl Gateway {
             (None, None) => (None, None),
         };
         let mut pri = claims.as_ref().map(|c| c.pri.clone()).unwrap_or_default();
-        if let Some((log, until)) = pin {
-            let slot = pri.entry(log).or_insert(0);
-            *slot = (*slot).max(until);
+        if let Some((logs, until)) = pin {
+            for log in logs {
+                let slot = pri.entry(log).or_insert(0);
+                *slot = (*slot).max(until);
+            }
         }
         let Some(position) = position else {
             metrics::counter!("tidemark_writes_without_position_total", "route" => ctx.route.name.clone()).increment(1);
@@ -315,14 +317,14 @@ fn prefixed_error(prefix: Bytes, error: BoxError) -> Body {
 }
 
 impl Gateway {
-    /// Runs the route's fence: its position, or (when it fails) the log to mark for
+    /// Runs the route's fence: its position, or (when it fails) the logs to mark for
     /// the primary and until when (seconds since the Unix epoch). Never fails the
     /// write.
     async fn run_fence(
         &self,
         ctx: RequestCtx<'_>,
         fence: &crate::gateway::fence::Fence,
-    ) -> (Option<PositionVector>, Option<(String, u64)>) {
+    ) -> (Option<PositionVector>, Option<(Vec<String>, u64)>) {
         let started = Instant::now();
         let result = fence.read().await;
         let route = ctx.route.name.clone();
@@ -344,6 +346,6 @@ impl Gateway {
         metrics::counter!("tidemark_fence_fallbacks_total", "route" => route).increment(1);
         let until =
             crate::gateway::fence::unix_now() + fence.fallback().as_secs_f64().ceil() as u64;
-        (None, Some((fence.log().to_string(), until)))
+        (None, Some((fence.logs().to_vec(), until)))
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`poll`]: `GET poll_url` every `poll_interval`.
 //! - [`nats`]: a JetStream durable consumer's ack floor, every `interval`.
+//! - [`kafka`]: a consumer group's committed offsets, every `interval`.
 //! - [`postgres`]: a query (or a framework preset) on a `[databases.NAME]` every
 //!   `interval`, and at once on a `NOTIFY` to `listen`.
 //!
@@ -18,6 +19,7 @@
 //! `src/store/redis/sync.rs` (shared with the push write-through), which feeds the
 //! registry through [`crate::checkpoint::sink`].
 
+pub mod kafka;
 pub mod nats;
 pub mod poll;
 pub mod postgres;

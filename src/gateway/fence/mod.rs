@@ -5,12 +5,14 @@
 //!
 //! - [`postgres`]: a query (or preset) on a `[databases.NAME]`.
 //! - [`nats`]: a JetStream stream's last sequence (`nats_stream`).
+//! - [`kafka`]: the high watermark of each partition of a topic (`kafka_topic`).
 //!
 //! A fence that fails (database down, `query_timeout`) never costs the write its
 //! answer: the write path marks the fence's log in the token for the primary until
 //! `fallback` has passed (claim `pri`, see [`crate::token::Claims`]), and the gate
 //! sends the session's reads of that log to the route's primary meanwhile.
 
+pub mod kafka;
 pub mod nats;
 pub mod postgres;
 
@@ -30,6 +32,7 @@ pub type FenceError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Fence {
     Postgres(postgres::PostgresFence),
     Nats(nats::NatsFence),
+    Kafka(kafka::KafkaFence),
 }
 
 impl Fence {
@@ -38,14 +41,17 @@ impl Fence {
         match self {
             Fence::Postgres(f) => f.read().await,
             Fence::Nats(f) => f.read().await,
+            Fence::Kafka(f) => f.read().await,
         }
     }
 
-    /// The log a failed fence marks for the primary.
-    pub fn log(&self) -> &str {
+    /// The logs a failed fence marks for the primary (a `kafka_topic` fence: one per
+    /// partition).
+    pub fn logs(&self) -> &[String] {
         match self {
-            Fence::Postgres(f) => &f.config.log,
-            Fence::Nats(f) => &f.config.log,
+            Fence::Postgres(f) => std::slice::from_ref(&f.config.log),
+            Fence::Nats(f) => std::slice::from_ref(&f.config.log),
+            Fence::Kafka(f) => &f.config.logs,
         }
     }
 
@@ -54,6 +60,7 @@ impl Fence {
         match self {
             Fence::Postgres(f) => f.config.fallback,
             Fence::Nats(f) => f.config.fallback,
+            Fence::Kafka(f) => f.config.fallback,
         }
     }
 
@@ -62,6 +69,7 @@ impl Fence {
         match self {
             Fence::Postgres(f) => f.describe(),
             Fence::Nats(f) => f.describe(),
+            Fence::Kafka(f) => f.describe(),
         }
     }
 }
