@@ -53,7 +53,8 @@ pub struct Schedule {
     pub kind: SourceKind,
     /// The instance the target reports for (`None`: every instance).
     pub instance: Option<String>,
-    /// Wait between reads.
+    /// From the start of one read to the start of the next: a fixed rate (a read that
+    /// takes longer is followed by the next at once), so `10ms` is 100 reads a second.
     pub interval: Duration,
     /// Runs the next read at once when notified (e.g. a `NOTIFY`).
     pub wake: Option<Arc<Notify>>,
@@ -73,6 +74,7 @@ pub async fn run<R: Reader>(
     let never = Arc::new(Notify::new());
     let wake = schedule.wake.clone().unwrap_or(never);
     loop {
+        let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -111,7 +113,7 @@ pub async fn run<R: Reader>(
             biased;
             _ = shutdown.cancelled() => break,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(schedule.interval) => {}
+            _ = tokio::time::sleep_until(started + schedule.interval) => {}
         }
     }
 }
