@@ -177,13 +177,16 @@ impl Gateway {
     }
 
     /// Serves one client request.
-    pub async fn handle(
+    ///
+    /// A plain function returning [`Gateway::handle_request`]'s future: an `async fn`
+    /// here would keep a second copy of the request in the future (an async fn's
+    /// arguments stay in it after they are moved on), which every held read carries.
+    pub fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
         self.handle_request(req.map(crate::proxy::boxed), peer)
-            .await
     }
 
     /// Serves one request whatever its body type (tests drive this directly, e.g.
@@ -194,6 +197,10 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
+        // Boxed: every `async fn` the request passes through keeps copies of its
+        // arguments for the life of the future (~224 bytes each for `Parts`), and a
+        // held read carries that future all along.
+        let parts = Box::new(parts);
         // The access log (off by default: one branch, nothing captured).
         let access = self
             .config
@@ -284,7 +291,7 @@ impl Gateway {
 
     async fn dispatch(
         &self,
-        parts: Parts,
+        parts: Box<Parts>,
         body: Body,
         peer: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
@@ -319,8 +326,8 @@ impl Gateway {
         match &route.config.kind {
             // Boxed: their futures (cache writes, upgrades) would otherwise size every
             // request's future, held reads included.
-            RouteKind::Passthrough => Box::pin(self.passthrough(ctx, parts, body)).await,
-            RouteKind::Write => Box::pin(self.write(ctx, parts, body)).await,
+            RouteKind::Passthrough => Box::pin(self.passthrough(ctx, *parts, body)).await,
+            RouteKind::Write => Box::pin(self.write(ctx, *parts, body)).await,
             RouteKind::Read(read) => self.read(ctx, read, parts, body).await,
         }
     }

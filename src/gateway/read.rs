@@ -30,32 +30,22 @@ enum Answer {
 }
 
 impl Gateway {
+    /// One read (the token checked, the gate run, held if need be, then forwarded or
+    /// answered from the cache). One `async fn` for all of it: each nested async fn
+    /// keeps its own copy of the request's parts for the life of the future, which a
+    /// held read carries all along.
     pub(super) async fn read(
         &self,
         ctx: RequestCtx<'_>,
         read: &ReadRoute,
-        parts: Parts,
+        mut parts: Box<Parts>,
         body: Body,
     ) -> Result<Response<Body>, GatewayError> {
         let client = match self.client_token(&parts.headers) {
             Ok(client) => client,
             Err(e) => return self.counted(ctx, "", Err(e)),
         };
-        let mut resp = self
-            .read_with(ctx, read, parts, body, client.claims.clone())
-            .await?;
-        self.clear_dropped_cookie(&mut resp, &client);
-        Ok(resp)
-    }
-
-    async fn read_with(
-        &self,
-        ctx: RequestCtx<'_>,
-        read: &ReadRoute,
-        mut parts: Parts,
-        body: Body,
-        claims: Option<Arc<Claims>>,
-    ) -> Result<Response<Body>, GatewayError> {
+        let claims = client.claims.clone();
         let started = Instant::now();
         let level = match self.level(&parts.headers) {
             Ok(level) => level,
@@ -113,7 +103,7 @@ impl Gateway {
                 let primary = self.upstream(primary)?;
                 self.prepare_request(&mut parts, ctx.peer, false);
                 let i = primary.pick();
-                let req = Request::from_parts(parts, body);
+                let req = Request::from_parts(*parts, body);
                 let (_, result) = self
                     .send_read(primary, i, Source::Primary, &token_required, None, req)
                     .await;
@@ -127,7 +117,7 @@ impl Gateway {
                         .headers
                         .insert(self.config.headers.min_position.clone(), v);
                 }
-                let req = Request::from_parts(parts, body);
+                let req = Request::from_parts(*parts, body);
                 let (i, result) = self
                     .send_read(
                         &upstream,
@@ -178,6 +168,7 @@ impl Gateway {
             }
             self.attach_token(resp.headers_mut(), &sid, &pos, &pri);
         }
+        self.clear_dropped_cookie(&mut resp, &client);
         Ok(resp)
     }
 
