@@ -1,7 +1,8 @@
 //! `tidemark-load floor-proxy`: the least an HTTP proxy built on tidemark's stack can
-//! cost. hyper-util's auto server (HTTP/1.1 and h2c, as tidemark's client listener)
-//! in front of a pool of `hyper::client::conn::http1` connections; no routing, no
-//! header rewriting, no tokens, no metrics, no logging. The fresh-read scenario runs it
+//! cost. hyper's HTTP/1.1 server (what tidemark's client listener hands a plain-TCP
+//! HTTP/1.1 connection to, after peeking at its first bytes) in front of a pool of
+//! `hyper::client::conn::http1` connections; no routing, no header rewriting, no
+//! tokens, no metrics, no logging. The fresh-read scenario runs it
 //! pinned to the proxies' core as the `hyper-floor` target: the gap between it and
 //! nginx is the stack's, the gap between tidemark and it is tidemark's own.
 
@@ -18,7 +19,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -152,9 +153,7 @@ pub async fn run(args: FloorArgs) -> Result<(), String> {
         host: HeaderValue::from_str(&args.upstream.to_string()).map_err(|e| e.to_string())?,
         idle: Mutex::new(Vec::new()),
     });
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
+    let builder = Arc::new(hyper::server::conn::http1::Builder::new());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -172,7 +171,8 @@ pub async fn run(args: FloorArgs) -> Result<(), String> {
                 async move { Ok::<_, Infallible>(forward(pool, req).await) }
             });
             let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
