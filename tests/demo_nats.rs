@@ -41,7 +41,7 @@ async fn the_nats_walkthrough_completes_and_recreates_its_stream() {
         )
         .await
         .expect("the walkthrough ends by itself")
-        .unwrap_or_else(|e| panic!("run {run}: the walkthrough fails: {e}"));
+        .unwrap_or_else(|e| panic!("run {run}: the walkthrough fails: {e} ({e:?})"));
         assert!(
             walked.direct_was_stale(),
             "run {run}: the direct read should be stale: {walked:?}"
