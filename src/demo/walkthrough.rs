@@ -158,9 +158,15 @@ impl Gateway {
         self.stop.cancel();
         shutdown.cancel();
         let served = self.task.await;
-        let walked = walked?;
-        served??;
-        Ok(walked)
+        // A gateway that stopped on its own is why a walkthrough fails: say so first.
+        match served {
+            Ok(Ok(())) => Ok(walked?),
+            Ok(Err(e)) => Err(match walked {
+                Ok(_) => e.into(),
+                Err(w) => format!("the gateway stopped: {e} (the walkthrough: {w})").into(),
+            }),
+            Err(e) => Err(format!("the gateway's task failed: {e}").into()),
+        }
     }
 }
 
