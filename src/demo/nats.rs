@@ -163,8 +163,8 @@ impl NatsBackend {
             command_addr: command.local_addr()?,
             read_addr: read.local_addr()?,
         };
-        serve(command, command_router(side), &shutdown);
-        serve(
+        walkthrough::serve_service(command, command_router(side), &shutdown);
+        walkthrough::serve_service(
             read,
             Router::new()
                 .route("/users/{id}", get(read_user))
@@ -340,19 +340,6 @@ async fn project(
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`.
-fn serve(listener: TcpListener, app: Router, shutdown: &CancellationToken) {
-    let stop = shutdown.clone().cancelled_owned();
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(%error, "demo service stopped with an error");
-        }
-    });
-}
-
 /// The gateway's config for a running backend: [`GATEWAY_TOML`] with the listeners,
 /// the services' URLs and the broker's URL (through [`URL_VAR`]).
 pub fn demo_config(
@@ -361,25 +348,14 @@ pub fn demo_config(
     listen: SocketAddr,
     admin_listen: SocketAddr,
 ) -> Result<Config, DemoError> {
-    let env = vec![
-        ("TIDEMARK__SERVER__LISTEN".to_string(), listen.to_string()),
-        (
-            "TIDEMARK__SERVER__ADMIN_LISTEN".to_string(),
-            admin_listen.to_string(),
-        ),
-        (
-            "TIDEMARK__UPSTREAMS__USER-COMMANDS__URL".to_string(),
-            format!("http://{}", backend.command_addr),
-        ),
-        (
-            "TIDEMARK__UPSTREAMS__USER-VIEW__URL".to_string(),
-            format!("http://{}", backend.read_addr),
-        ),
-        (URL_VAR.to_string(), url.to_string()),
-    ];
-    let mut config = Config::from_toml(GATEWAY_TOML, Some("demo --nats".into()), &env)?;
-    super::postgres::random_secret(&mut config);
-    Ok(config)
+    walkthrough::gateway_config(
+        GATEWAY_TOML,
+        "demo --nats",
+        (listen, admin_listen),
+        backend.command_addr,
+        ("TIDEMARK__UPSTREAMS__USER-VIEW__URL", backend.read_addr),
+        &[(URL_VAR, url)],
+    )
 }
 
 /// Runs the walkthrough against the NATS server at `url` (see the module docs) until

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{self, Command, LOG};
 use super::walkthrough::{self, DemoError, DemoOptions, Gateway, Stage, Walked};
 use super::wire::{echo_min_position, error_response, parse_object};
-use crate::config::{Config, KeyMaterial};
+use crate::config::Config;
 
 /// The schema the demo creates (and drops first).
 pub const SCHEMA: &str = "tidemark_demo";
@@ -152,8 +152,8 @@ impl PgBackend {
             command_addr: command.local_addr()?,
             read_addr: read.local_addr()?,
         };
-        serve(command, command_router(side), &shutdown);
-        serve(read, read_router(view), &shutdown);
+        walkthrough::serve_service(command, command_router(side), &shutdown);
+        walkthrough::serve_service(read, read_router(view), &shutdown);
         tokio::spawn(project(url.to_string(), lag, shutdown));
         Ok(backend)
     }
@@ -476,19 +476,6 @@ async fn apply_due(
     Ok(newest)
 }
 
-/// Serves `app` on `listener` until `shutdown`.
-fn serve(listener: TcpListener, app: Router, shutdown: &CancellationToken) {
-    let stop = shutdown.clone().cancelled_owned();
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(%error, "demo service stopped with an error");
-        }
-    });
-}
-
 /// The gateway's config for a running backend: [`GATEWAY_TOML`] with the listeners,
 /// the services' URLs and the database URL (through [`URL_VAR`]).
 pub fn demo_config(
@@ -497,34 +484,14 @@ pub fn demo_config(
     listen: SocketAddr,
     admin_listen: SocketAddr,
 ) -> Result<Config, DemoError> {
-    let env = vec![
-        ("TIDEMARK__SERVER__LISTEN".to_string(), listen.to_string()),
-        (
-            "TIDEMARK__SERVER__ADMIN_LISTEN".to_string(),
-            admin_listen.to_string(),
-        ),
-        (
-            "TIDEMARK__UPSTREAMS__USER-COMMANDS__URL".to_string(),
-            format!("http://{}", backend.command_addr),
-        ),
-        (
-            "TIDEMARK__UPSTREAMS__USER-VIEW__URL".to_string(),
-            format!("http://{}", backend.read_addr),
-        ),
-        (URL_VAR.to_string(), url.to_string()),
-    ];
-    let mut config = Config::from_toml(GATEWAY_TOML, Some("demo --postgres".into()), &env)?;
-    random_secret(&mut config);
-    Ok(config)
-}
-
-/// A random signing key unless `TIDEMARK_SECRET` is set (as the embedded demo does).
-pub(super) fn random_secret(config: &mut Config) {
-    if std::env::var_os("TIDEMARK_SECRET").is_none() {
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
-        config.token.signing.material = KeyMaterial::Inline(secret.to_vec());
-    }
+    walkthrough::gateway_config(
+        GATEWAY_TOML,
+        "demo --postgres",
+        (listen, admin_listen),
+        backend.command_addr,
+        ("TIDEMARK__UPSTREAMS__USER-VIEW__URL", backend.read_addr),
+        &[(URL_VAR, url)],
+    )
 }
 
 /// Runs the walkthrough against the PostgreSQL at `url` (see the module docs) until

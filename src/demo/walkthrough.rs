@@ -39,7 +39,31 @@ pub fn demo_config(
     listen: SocketAddr,
     admin_listen: SocketAddr,
 ) -> Result<Config, DemoError> {
-    let env = vec![
+    gateway_config(
+        DEMO_TOML,
+        "config/demo.toml",
+        (listen, admin_listen),
+        backend.command_addr,
+        (
+            "TIDEMARK__UPSTREAMS__USER-VIEW__INSTANCES__R0",
+            backend.read_addrs[0],
+        ),
+        &[],
+    )
+}
+
+/// A demo gateway's config: `toml` (`origin` in its errors) with the listeners, the
+/// command service's and a read service's URLs (`read.0` the variable naming it) and
+/// `extra` variables, signing with a random key unless `TIDEMARK_SECRET` is set.
+pub(super) fn gateway_config(
+    toml: &str,
+    origin: &str,
+    (listen, admin_listen): (SocketAddr, SocketAddr),
+    command: SocketAddr,
+    read: (&str, SocketAddr),
+    extra: &[(&str, &str)],
+) -> Result<Config, DemoError> {
+    let mut env = vec![
         ("TIDEMARK__SERVER__LISTEN".to_string(), listen.to_string()),
         (
             "TIDEMARK__SERVER__ADMIN_LISTEN".to_string(),
@@ -47,20 +71,35 @@ pub fn demo_config(
         ),
         (
             "TIDEMARK__UPSTREAMS__USER-COMMANDS__URL".to_string(),
-            format!("http://{}", backend.command_addr),
+            format!("http://{command}"),
         ),
-        (
-            "TIDEMARK__UPSTREAMS__USER-VIEW__INSTANCES__R0".to_string(),
-            format!("http://{}", backend.read_addrs[0]),
-        ),
+        (read.0.to_string(), format!("http://{}", read.1)),
     ];
-    let mut config = Config::from_toml(DEMO_TOML, Some("config/demo.toml".into()), &env)?;
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut config = Config::from_toml(toml, Some(origin.into()), &env)?;
     if std::env::var_os("TIDEMARK_SECRET").is_none() {
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         config.token.signing.material = KeyMaterial::Inline(secret.to_vec());
     }
     Ok(config)
+}
+
+/// Serves a demo service's `app` on `listener` until `shutdown`.
+pub(super) fn serve_service(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) {
+    let stop = shutdown.clone().cancelled_owned();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(%error, "demo service stopped with an error");
+        }
+    });
 }
 
 /// Binds `addr`; a failure (a busy port, typically) names the address and the flag
