@@ -22,6 +22,7 @@
 //! times out: see [`tunnel`].
 
 mod activity;
+mod head_timer;
 pub mod tunnel;
 
 use std::convert::Infallible;
@@ -48,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use crate::proxy::{headers, Body};
 use crate::tls::TlsSource;
 use activity::{Activity, InFlight, Watched};
+use head_timer::{HeadTimer, Observed};
 use tunnel::{ClientConn, TunnelSlot};
 
 /// Limits of one listener.
@@ -185,12 +187,26 @@ pub async fn run<H, F>(
     let _ = tokio::time::timeout(Duration::from_secs(1), shared.tunnels.wait()).await;
 }
 
+impl Shared {
+    /// A client that sends nothing is closed at the first of the two timeouts.
+    fn first_byte_by(&self, activity: &Activity) -> Instant {
+        activity.start() + self.header_read_timeout.min(self.idle_timeout)
+    }
+
+    /// How often the watchdog looks at least (see [`drive`]).
+    fn look_every(&self) -> Duration {
+        self.header_read_timeout
+            .min(self.idle_timeout / 4)
+            .max(Duration::from_millis(1))
+    }
+}
+
 /// The connection builder with the listener's limits.
 fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer)
         .header_read_timeout(settings.header_read_timeout)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(8192));
@@ -205,7 +221,7 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 /// [`builder`]'s.
 fn builders(settings: &ListenerSettings) -> (http1::Builder, http2::Builder<TokioExecutor>) {
     let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
+    h1.timer(HeadTimer)
         .header_read_timeout(settings.header_read_timeout)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(8192));
@@ -400,8 +416,17 @@ impl Conn {
 }
 
 /// Drives `conn` to its end under the watchdog: closed when the client sent no byte by
-/// the first-byte deadline, shut down gracefully (`shutdown`) when the drain starts or
-/// when it has been idle for `idle_timeout`.
+/// the first-byte deadline or did not complete an HTTP/1.1 request head within
+/// `header_read_timeout` ([`head_timer`]), shut down gracefully (`shutdown`) when the
+/// drain starts or when it has been idle (no request being handled, no byte moved)
+/// for `idle_timeout`.
+///
+/// The watchdog's timer is re-armed when it fires, never per request or per byte. It
+/// looks at least every `min(header_read_timeout, idle_timeout / 4)`: every head
+/// that starts after a look has its deadline after the next one (which then re-arms
+/// at that deadline), and the last movement of bytes is dated to the look that first
+/// saw it, so an idle connection is closed between `idle_timeout` and
+/// `1.25 × idle_timeout` after its last byte, never before.
 async fn drive<C, E>(
     shared: &Shared,
     activity: &Activity,
@@ -414,34 +439,62 @@ async fn drive<C, E>(
 {
     let name = shared.name;
     tokio::pin!(conn);
-    // A client that sends nothing is closed at the first of the two timeouts.
-    let first_byte_by = activity.start() + shared.header_read_timeout.min(shared.idle_timeout);
-    let mut check = first_byte_by;
+    // Few locals: this future is every connection's (a held HTTP/1.1 read's included).
+    let mut check = shared
+        .first_byte_by(activity)
+        .min(activity.start() + shared.look_every());
     let mut closing = false;
+    // The movement count at the last look, and since when (nanoseconds from the
+    // start) it has not changed.
+    let (mut seen_moved, mut idle_since) = (activity.moved(), 0u64);
     let result = loop {
+        // Keeps `activity`'s head deadline up to date (see [`head_timer`]).
+        let observed = Observed {
+            conn: conn.as_mut(),
+            activity,
+        };
         tokio::select! {
-            result = conn.as_mut() => break result,
+            result = observed => break result,
             () = shared.drain.cancelled(), if !closing => {
                 shutdown(conn.as_mut());
                 closing = true;
             }
             () = tokio::time::sleep_until(check), if !closing => {
                 let now = Instant::now();
-                if !activity.read_any() {
+                if !activity.read_any() && now >= shared.first_byte_by(activity) {
                     tracing::debug!(listener = name, %peer, "no byte within header_read_timeout; closed");
                     return;
                 }
-                let idle_since = activity.last();
-                if activity.in_flight() > 0 {
-                    check = now + shared.idle_timeout;
-                } else if now >= idle_since + shared.idle_timeout {
+                if activity.head().is_some_and(|by| now >= by) {
+                    tracing::debug!(listener = name, %peer, "no complete request head within header_read_timeout; closed");
+                    return;
+                }
+                let moved = activity.moved();
+                let idle_from = activity.start() + Duration::from_nanos(idle_since);
+                if moved != seen_moved || activity.in_flight() > 0 {
+                    seen_moved = moved;
+                    idle_since = activity.since_start(now);
+                } else if now >= idle_from + shared.idle_timeout {
                     tracing::debug!(listener = name, %peer, "idle for idle_timeout; closing");
                     shutdown(conn.as_mut());
                     closing = true;
-                } else {
-                    check = idle_since + shared.idle_timeout;
+                    continue;
                 }
+                let idle_from = activity.start() + Duration::from_nanos(idle_since);
+                check = (now + shared.look_every()).min(idle_from + shared.idle_timeout);
+                if !activity.read_any() {
+                    check = check.min(shared.first_byte_by(activity));
+                }
+                if let Some(by) = activity.head() {
+                    check = check.min(by);
+                }
+                check = check.max(now);
             }
+        }
+        // A head whose deadline comes before the armed look (it cannot, by the rule
+        // above; kept as a guard): look at its deadline.
+        if let Some(by) = activity.head().filter(|by| *by < check) {
+            check = by;
         }
     };
     if let Err(e) = result {
