@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 
-use super::client::{ClientSettings, Pool, SendError};
+use super::client::{ClientSettings, Outstanding, Pool, SendError};
 use super::failures::FailureLog;
 use super::{Body, BoxError};
 use crate::config::UpstreamConfig;
@@ -326,14 +326,7 @@ impl Upstream {
             }
             Ok(Ok(resp)) => resp,
         };
-        Ok(resp.map(move |body| {
-            body.map_err(|e| -> BoxError { Box::new(e) })
-                .map_frame(move |frame| {
-                    let _ = &guard;
-                    frame
-                })
-                .boxed_unsync()
-        }))
+        Ok(resp.map(move |body| body.count(guard).boxed_unsync()))
     }
 }
 
@@ -347,23 +340,6 @@ struct Failed {
 impl Failed {
     fn into_error(self) -> GatewayError {
         self.error
-    }
-}
-
-/// Counts a request as outstanding while alive.
-#[derive(Debug)]
-struct Outstanding(Arc<AtomicUsize>);
-
-impl Outstanding {
-    fn new(counter: Arc<AtomicUsize>) -> Outstanding {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Outstanding(counter)
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

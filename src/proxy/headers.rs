@@ -46,37 +46,34 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none (or only `Connection: keep-alive`): one pass over the
     // names, then only the names present are removed (a removal hashes the name).
-    // No allocation for the usual handful of `Connection` lines and doomed names.
+    // The `Connection` items are split once (no allocation for the usual few), and
+    // each name is compared with them. No allocation for a handful of doomed names.
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     let upgrade = keep_upgrade && is_upgrade(headers);
-    let mut lines: [&[u8]; 4] = [&[]; 4];
-    let mut n_lines = 0;
-    for v in headers.get_all(CONNECTION) {
-        if let Some(slot) = lines.get_mut(n_lines) {
-            *slot = v.as_bytes();
+    let mut items: [&[u8]; 8] = [&[]; 8];
+    let mut n_items = 0;
+    for item in connection_tokens(headers) {
+        if let Some(slot) = items.get_mut(n_items) {
+            *slot = item;
         }
-        n_lines += 1;
+        n_items += 1;
     }
     let listed = |name: &HeaderName| {
         let name = name.as_str().as_bytes();
         let is_name = |t: &[u8]| t.eq_ignore_ascii_case(name);
-        if n_lines > lines.len() {
+        if n_items > items.len() {
             return connection_tokens(headers).any(is_name);
         }
-        lines[..n_lines]
-            .iter()
-            .flat_map(|l| l.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .any(is_name)
+        items[..n_items].iter().any(|t| is_name(t))
     };
     let mut doomed: [Option<HeaderName>; 8] = Default::default();
     let mut more: Vec<HeaderName> = Vec::new();
     let mut n = 0;
     for k in headers.keys() {
         let kept = upgrade && (*k == CONNECTION || *k == UPGRADE);
-        if !kept && (is_hop_by_hop(k) || listed(k)) {
+        if !kept && (is_hop_by_hop(k) || (n_items > 0 && listed(k))) {
             match doomed.get_mut(n) {
                 Some(slot) => *slot = Some(k.clone()),
                 None => more.push(k.clone()),
@@ -201,6 +198,18 @@ pub fn detach(parts: &mut http::request::Parts) {
     parts.headers = headers;
     if let Ok(uri) = parts.uri.to_string().parse::<http::Uri>() {
         parts.uri = uri;
+    }
+}
+
+/// `headers.get(name)`, by a scan of the entries while there are few (a request or
+/// answer usually has under a dozen): comparing names costs less than hashing one,
+/// about 100 instructions for a custom name such as `consistency-token`. The first
+/// value, as `get` gives.
+pub fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.len() <= 16 {
+        headers.iter().find_map(|(k, v)| (k == name).then_some(v))
+    } else {
+        headers.get(name)
     }
 }
 
@@ -352,6 +361,24 @@ mod tests {
         ("cookie", "a=b"),
         ("consistency-token", "t"),
     ];
+
+    #[test]
+    fn find_is_get_for_small_and_large_maps() {
+        for extra in [0, 3, 20] {
+            let mut h = map(&END_TO_END);
+            for i in 0..extra {
+                h.append(
+                    HeaderName::from_bytes(format!("x-extra-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("v"),
+                );
+            }
+            h.append("consistency-token", HeaderValue::from_static("second"));
+            for name in ["consistency-token", "host", "x-extra-2", "absent", "cookie"] {
+                let name = HeaderName::from_static(name);
+                assert_eq!(find(&h, &name), h.get(&name), "{name} with {extra} extra");
+            }
+        }
+    }
 
     // ---- strip_hop_by_hop ----
 

@@ -3,7 +3,7 @@
 //! tracker, which tells whether the request was sent whole.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -17,12 +17,34 @@ use crate::proxy::{Body as ProxyBody, BoxError};
 /// An upstream response body. Its end puts the connection back on the instance's
 /// idle list and frees the request's permit; an error, or dropping the body before
 /// its end, closes the connection instead (the permit is freed once it is closed).
+///
+/// It also carries the request's [`Outstanding`] count ([`PooledBody::count`]), and
+/// boxes hyper's error itself: one body layer per proxied response, not three.
 #[derive(Debug)]
 pub struct PooledBody {
     body: Incoming,
     busy: Option<Busy>,
     /// Set once the request body has been sent whole (`None`: the request had none).
     sent: Option<Arc<AtomicBool>>,
+    /// The instance's outstanding-request count, held until the body is dropped.
+    outstanding: Option<Outstanding>,
+}
+
+/// Counts a request as outstanding on its instance while alive.
+#[derive(Debug)]
+pub struct Outstanding(Arc<AtomicUsize>);
+
+impl Outstanding {
+    pub fn new(counter: Arc<AtomicUsize>) -> Outstanding {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Outstanding(counter)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PooledBody {
@@ -38,6 +60,7 @@ impl PooledBody {
             body,
             busy: Some(busy),
             sent,
+            outstanding: None,
         };
         if !reusable {
             this.release(false);
@@ -46,6 +69,12 @@ impl PooledBody {
             this.release(true);
         }
         this
+    }
+
+    /// Holds `outstanding` until the body is dropped.
+    pub fn count(mut self, outstanding: Outstanding) -> PooledBody {
+        self.outstanding = Some(outstanding);
+        self
     }
 
     /// Lets the connection go; it is reused only if `done` and the request body was
@@ -106,23 +135,32 @@ impl Body for TrackedBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            None => this.release(true),
-            // A reader that knows the length stops at the last byte without asking
-            // for the end: the connection is free as soon as that byte is here.
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(true),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => this.release(false),
-        }
-        Poll::Ready(frame)
+        Poll::Ready(match frame {
+            None => {
+                this.release(true);
+                None
+            }
+            Some(Ok(frame)) => {
+                // A reader that knows the length stops at the last byte without
+                // asking for the end: the connection is free as soon as it is here.
+                if this.body.is_end_stream() {
+                    this.release(true);
+                }
+                Some(Ok(frame))
+            }
+            Some(Err(e)) => {
+                this.release(false);
+                Some(Err(Box::new(e)))
+            }
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -35,8 +35,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-pub use body::PooledBody;
 use body::TrackedBody;
+pub use body::{Outstanding, PooledBody};
 use pool::{Busy, Conn, Shared};
 
 use crate::proxy::Body;
@@ -334,17 +334,17 @@ where
 /// The response says the upstream closes the connection after it (`Connection:
 /// close`, or HTTP/1.0 without keep-alive): not worth putting back.
 fn closes<B>(resp: &Response<B>) -> bool {
-    let has = |token: &str| {
-        resp.headers()
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let (mut close, mut keep_alive) = (false, false);
+    for line in resp.headers().get_all(http::header::CONNECTION) {
+        for item in line.as_bytes().split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            close |= item.eq_ignore_ascii_case(b"close");
+            keep_alive |= item.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
     if resp.version() == http::Version::HTTP_10 {
-        !has("keep-alive")
+        !keep_alive
     } else {
-        has("close")
+        close
     }
 }
