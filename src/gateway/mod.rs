@@ -34,8 +34,8 @@ use route_metrics::RouteMetrics;
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
-    /// Metric handles per route, by route index.
-    route_metrics: Vec<RouteMetrics>,
+    /// What each route's requests need besides its config, by route index.
+    route_states: Vec<RouteState>,
     pub keys: KeyRing,
     /// Tokens this ring verified before (memoized: a client echoes one token on every read).
     verified: token::VerifiedTokens,
@@ -98,12 +98,8 @@ impl Gateway {
     ) -> Result<Gateway, BuildError> {
         let keys = KeyRing::from_config(&config.token)?;
         let routes = RouteTable::new(&config.routes).map_err(BuildError::Routes)?;
-        let route_metrics = config
-            .routes
-            .iter()
-            .map(|r| RouteMetrics::new(&r.name, r.kind.as_str()))
-            .collect();
-        let upstreams = config
+
+        let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .values()
             .map(|u| {
@@ -114,6 +110,21 @@ impl Gateway {
                 Ok((u.name.clone(), Arc::new(upstream)))
             })
             .collect::<Result<_, BuildError>>()?;
+        let route_states = config
+            .routes
+            .iter()
+            .map(|r| RouteState {
+                metrics: RouteMetrics::new(&r.name, r.kind.as_str()),
+                upstream: upstreams.get(&r.upstream).cloned(),
+                learns_checkpoints: match &r.kind {
+                    RouteKind::Read(read) => config
+                        .projections
+                        .get(&read.projection)
+                        .is_some_and(|p| p.sources.contains(&crate::config::SourceKind::Header)),
+                    _ => false,
+                },
+            })
+            .collect();
         let consumed_logs: BTreeSet<String> = config
             .projections
             .values()
@@ -133,7 +144,7 @@ impl Gateway {
         Ok(Gateway {
             config,
             routes,
-            route_metrics,
+            route_states,
             keys,
             verified: token::VerifiedTokens::default(),
             registry,
@@ -229,12 +240,14 @@ impl Gateway {
             wait_ms = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        let resp = match tracing::Instrument::instrument(
-            self.dispatch(parts, body, peer),
-            span.clone(),
-        )
-        .await
-        {
+        // Not entered when off (the default): `Instrumented` would set and reset the
+        // current span around every poll.
+        let dispatched = if span.is_disabled() {
+            self.dispatch(parts, body, peer).await
+        } else {
+            tracing::Instrument::instrument(self.dispatch(parts, body, peer), span.clone()).await
+        };
+        let resp = match dispatched {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(parent: &span, error = %e, status = e.status().as_u16(), "answered with an error");
@@ -256,9 +269,9 @@ impl Gateway {
             .config
             .routes
             .iter()
-            .zip(&self.route_metrics)
-            .map(|(route, m)| {
-                let mut v = m.stats.snapshot();
+            .zip(&self.route_states)
+            .map(|(route, state)| {
+                let mut v = state.metrics.stats.snapshot();
                 v["name"] = route.name.as_str().into();
                 v["kind"] = route.kind.as_str().into();
                 if let RouteKind::Read(read) = &route.kind {
@@ -307,10 +320,12 @@ impl Gateway {
                 allowed: self.routes.methods_for(parts.uri.path()),
             });
         };
-        let span = tracing::Span::current();
-        span.record("route", route.config.name.as_str());
-        span.record("kind", route.config.kind.as_str());
-        let Some(metrics) = self.route_metrics.get(route.index) else {
+        if access_traced() {
+            let span = tracing::Span::current();
+            span.record("route", route.config.name.as_str());
+            span.record("kind", route.config.kind.as_str());
+        }
+        let Some(state) = self.route_states.get(route.index) else {
             return Err(GatewayError::NotFound(format!(
                 "route {:?} has no metrics",
                 route.config.name
@@ -318,7 +333,7 @@ impl Gateway {
         };
         let ctx = RequestCtx {
             route: &route.config,
-            metrics,
+            state,
             params: &params,
             peer,
             cache_key: route.cache_key.as_ref(),
@@ -339,11 +354,11 @@ impl Gateway {
     /// not lock a browser out until it expires.
     fn client_token(&self, headers: &HeaderMap) -> Result<ClientToken, GatewayError> {
         let cookie = self.config.token.cookie.as_ref().map(|c| c.name.as_str());
-        let Some((carrier, raw)) = token::extract(headers, &self.config.headers.token, cookie)
+        let Some((carrier, raw)) = token::extract_raw(headers, &self.config.headers.token, cookie)
         else {
             return Ok(ClientToken::default());
         };
-        let verified = raw.and_then(|raw| self.verified.verify(&self.keys, raw, SystemTime::now()));
+        let verified = self.verified.verify_raw(&self.keys, raw, SystemTime::now());
         match verified {
             Ok(claims) => Ok(ClientToken {
                 claims: Some(claims),
@@ -482,7 +497,7 @@ impl Gateway {
             Ok(r) => r.status(),
             Err(e) => e.status(),
         };
-        ctx.metrics.request(source, status);
+        ctx.state.metrics.request(source, status);
         result
     }
 
@@ -502,14 +517,31 @@ struct ClientToken {
     clear_cookie: bool,
 }
 
+/// What a request on a route needs besides its config, made once per route (kept out
+/// of [`RequestCtx`] itself, which every request's future holds copies of).
+struct RouteState {
+    metrics: RouteMetrics,
+    /// The route's upstream (`None` only if the config names an unknown one, which
+    /// validation refuses).
+    upstream: Option<Arc<Upstream>>,
+    /// The route's projection takes checkpoints from read answers (`header` source).
+    learns_checkpoints: bool,
+}
+
 /// The matched route of one request.
 #[derive(Clone, Copy)]
 struct RequestCtx<'a> {
     route: &'a crate::config::RouteConfig,
-    metrics: &'a RouteMetrics,
+    state: &'a RouteState,
     params: &'a crate::route::Params,
     peer: SocketAddr,
     cache_key: Option<&'a crate::route::KeyTemplate>,
+}
+
+/// Whether the request span (`tidemark::access` at `debug`) is on: off at the default
+/// `info`, and then `Span::current()` and its records are skipped.
+fn access_traced() -> bool {
+    tracing::enabled!(target: "tidemark::access", tracing::Level::DEBUG)
 }
 
 /// `Content-Type` of a response, as text.

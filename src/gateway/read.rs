@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Gateway, RequestCtx};
 use crate::cache::CachedResponse;
 use crate::checkpoint::{Projection, Wait};
-use crate::config::{ReadRoute, SourceKind};
+use crate::config::ReadRoute;
 use crate::error::GatewayError;
 use crate::gate::{self, CacheState, Decision, GateInput, InstanceView, Level, Source};
 use crate::position::PositionVector;
@@ -46,7 +46,6 @@ impl Gateway {
             Err(e) => return self.counted(ctx, "", Err(e)),
         };
         let claims = client.claims.clone();
-        let started = Instant::now();
         let level = match self.level(&parts.headers) {
             Ok(level) => level,
             Err(e) => return self.counted(ctx, "", Err(e)),
@@ -61,7 +60,10 @@ impl Gateway {
                 ))
             })?
             .clone();
-        let upstream = self.upstream(&ctx.route.upstream)?.clone();
+        let upstream = match &ctx.state.upstream {
+            Some(upstream) => upstream.clone(),
+            None => self.upstream(&ctx.route.upstream)?.clone(),
+        };
 
         // What the token asks of this projection's logs: the token's own vector when it
         // names no other log (the common case: no copy), else its restriction.
@@ -70,7 +72,7 @@ impl Gateway {
             Some(c) => std::borrow::Cow::Owned(c.pos.restrict(projection.logs())),
             None => std::borrow::Cow::Owned(PositionVector::new()),
         };
-        let answer = self
+        let (answer, held) = self
             .decide(
                 ctx,
                 read,
@@ -80,12 +82,12 @@ impl Gateway {
                 &token_required,
                 &projection,
                 &upstream,
-                started,
             )
             .await;
-        let held = started.elapsed();
-        tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
-        ctx.metrics.waited(held.as_secs_f64());
+        if super::access_traced() {
+            tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
+        }
+        ctx.state.metrics.waited(held.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return self.counted(ctx, "", Err(e)),
@@ -93,7 +95,7 @@ impl Gateway {
 
         let (source, mut resp, advance) = match answer {
             Answer::Cache(entry) => {
-                ctx.metrics.cache_hit().increment(1);
+                ctx.state.metrics.cache_hit().increment(1);
                 let advance = entry.position.clone();
                 let resp = self.counted(ctx, Source::Cache.as_str(), Ok(cache_response(entry)))?;
                 (Source::Cache, resp, Some(advance))
@@ -112,7 +114,13 @@ impl Gateway {
             }
             Answer::Instance(i, source) => {
                 self.prepare_request(&mut parts, ctx.peer, false);
-                if let Some(v) = token_required.header_value() {
+                // The token's own vector (the common case): its value is kept with
+                // the verified claims, written once per token.
+                let min_position = match (&token_required, claims.as_deref()) {
+                    (std::borrow::Cow::Borrowed(_), Some(c)) => c.min_position(),
+                    _ => token_required.header_value(),
+                };
+                if let Some(v) = min_position {
                     parts
                         .headers
                         .insert(self.config.headers.min_position.clone(), v);
@@ -140,19 +148,25 @@ impl Gateway {
             }
         };
         self.prepare_response(resp.headers_mut(), false);
-        tracing::Span::current().record("source", source.as_str());
+        if super::access_traced() {
+            tracing::Span::current().record("source", source.as_str());
+        }
         let headers = resp.headers_mut();
         headers.insert(
             self.config.headers.source.clone(),
             HeaderValue::from_static(source.as_str()),
         );
-        let timing = server_timing(
-            headers.get(&SERVER_TIMING).and_then(|v| v.to_str().ok()),
-            held,
-            source,
-        );
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
-            headers.insert(SERVER_TIMING.clone(), v);
+        // One lookup: the upstream's own entries (rare) come first.
+        match headers.entry(&SERVER_TIMING) {
+            http::header::Entry::Vacant(slot) => {
+                slot.insert(server_timing_value(held, source));
+            }
+            http::header::Entry::Occupied(mut slot) => {
+                let timing = server_timing(slot.get().to_str().ok(), held, source);
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
+                    slot.insert(v);
+                }
+            }
         }
         if read.monotonic {
             let (sid, mut pos, pri) = match claims {
@@ -172,7 +186,12 @@ impl Gateway {
         Ok(resp)
     }
 
-    /// Runs the gate until it decides, holding when it says so.
+    /// Runs the gate until it decides, holding when it says so; returns the answer (or
+    /// why there is none) and how long the read was held.
+    ///
+    /// The clock is read only once the gate does not forward at once (a cache lookup
+    /// or a hold): `max_wait` runs from there, and a read forwarded on the first
+    /// decision (every fresh read) was held for zero.
     #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
@@ -184,8 +203,7 @@ impl Gateway {
         token_required: &PositionVector,
         projection: &Arc<Projection>,
         upstream: &Upstream,
-        started: Instant,
-    ) -> Result<Answer, GatewayError> {
+    ) -> (Result<Answer, GatewayError>, std::time::Duration) {
         let cache_key = match (claims, &ctx.route.cache, ctx.cache_key) {
             (Some(_), Some(_), Some(template)) => Some(template.expand(ctx.params)),
             _ => None,
@@ -196,13 +214,14 @@ impl Gateway {
             CacheState::Unavailable
         };
         let mut cached: Option<CachedResponse> = None;
-        let deadline = started + read.max_wait;
+        // Set at the first decision that is not an answer.
+        let mut started: Option<Instant> = None;
         let mut timed_out = false;
         let mut permit = None;
         let pinned = claims.is_some_and(|c| {
             !c.pri.is_empty() && c.pinned(projection.logs(), crate::gateway::fence::unix_now())
         });
-        loop {
+        let answer = loop {
             let required = match read.staleness_budget {
                 None => std::borrow::Cow::Borrowed(token_required),
                 Some(budget) => {
@@ -237,21 +256,22 @@ impl Gateway {
                     if source == Source::Stale {
                         self.count_timeout(ctx, projection, started, "stale");
                     }
-                    return Ok(Answer::Instance(instance, source));
+                    break Ok(Answer::Instance(instance, source));
                 }
                 Decision::Primary => {
                     if timed_out {
                         self.count_timeout(ctx, projection, started, "primary");
                     }
-                    return Ok(Answer::Primary);
+                    break Ok(Answer::Primary);
                 }
                 Decision::AnswerFromCache => {
                     if let Some(entry) = cached.take() {
-                        return Ok(Answer::Cache(entry));
+                        break Ok(Answer::Cache(entry));
                     }
                     cache = CacheState::Miss;
                 }
                 Decision::LookupCache => {
+                    started.get_or_insert_with(Instant::now);
                     let key = cache_key.as_deref().unwrap_or_default();
                     let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
                     // Only entries of the caller's identity may answer. Hashed here, at
@@ -273,15 +293,17 @@ impl Gateway {
                     };
                 }
                 Decision::Hold => {
+                    let deadline = *started.get_or_insert_with(Instant::now) + read.max_wait;
                     if permit.is_none() {
                         // Before the first wait: let go of hyper's read buffer.
                         crate::proxy::headers::detach(parts);
-                        permit = Some(self.registry.try_hold(projection).ok_or_else(|| {
-                            GatewayError::HeldReadsFull {
+                        let Some(held) = self.registry.try_hold(projection) else {
+                            break Err(GatewayError::HeldReadsFull {
                                 projection: projection.name().to_string(),
                                 limit: self.config.server.max_held_reads,
-                            }
-                        })?);
+                            });
+                        };
+                        permit = Some(held);
                     }
                     match projection.wait_for(&required) {
                         Wait::Ready(_) => {}
@@ -302,26 +324,31 @@ impl Gateway {
                         frontier.merge(cp);
                     }
                     let eta = projection.eta(&required, Instant::now());
-                    return Err(GatewayError::HoldTimeout {
+                    break Err(GatewayError::HoldTimeout {
                         projection: projection.name().to_string(),
                         required: required.into_owned(),
                         checkpoint: frontier.restrict(projection.logs()),
-                        waited: started.elapsed(),
+                        waited: started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
                         retry_after: eta.unwrap_or(std::time::Duration::from_secs(1)),
                     });
                 }
                 Decision::NoPrimary => {
-                    return Err(GatewayError::NoPrimary {
+                    break Err(GatewayError::NoPrimary {
                         route: ctx.route.name.clone(),
                     });
                 }
             }
-        }
+        };
+        drop(permit);
+        (
+            answer,
+            started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
+        )
     }
 
     fn level(&self, headers: &http::HeaderMap) -> Result<Level, GatewayError> {
         let name = &self.config.headers.level;
-        match headers.get(name) {
+        match crate::proxy::headers::find(headers, name) {
             None => Ok(Level::Session),
             Some(v) => {
                 v.to_str()
@@ -339,11 +366,11 @@ impl Gateway {
         &self,
         ctx: RequestCtx<'_>,
         projection: &Projection,
-        started: Instant,
+        started: Option<Instant>,
         action: &'static str,
     ) {
         metrics::counter!("tidemark_hold_timeouts_total", "route" => ctx.route.name.clone(), "action" => action).increment(1);
-        ctx.metrics.stats.timed_out();
+        ctx.state.metrics.stats.timed_out();
         if let Some(due) = self.timeout_log.hit(&ctx.route.name, Instant::now()) {
             tracing::warn!(
                 route = %ctx.route.name,
@@ -358,7 +385,7 @@ impl Gateway {
             &ctx.route.name,
             projection.name(),
             action,
-            started.elapsed(),
+            started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
         );
     }
 
@@ -370,17 +397,13 @@ impl Gateway {
         instance: usize,
         headers: &http::HeaderMap,
     ) {
-        let Some(raw) = headers.get(&self.config.headers.checkpoint) else {
-            return;
-        };
-        let listens = self
-            .config
-            .projections
-            .get(projection.name())
-            .is_some_and(|p| p.sources.contains(&SourceKind::Header));
-        if !listens {
+        if !ctx.state.learns_checkpoints {
             return;
         }
+        let Some(raw) = crate::proxy::headers::find(headers, &self.config.headers.checkpoint)
+        else {
+            return;
+        };
         let default_log = ctx
             .route
             .default_log
@@ -417,6 +440,45 @@ fn cache_response(entry: CachedResponse) -> Response<Body> {
     resp
 }
 
+/// Reads held under this long (`dur` below 10.0 ms: every fresh read) take their
+/// `Server-Timing` value from a table made once, instead of writing and allocating it.
+const TIMING_TABLE_TENTHS: u128 = 100;
+
+const SOURCES: [Source; 4] = [
+    Source::Projection,
+    Source::Cache,
+    Source::Primary,
+    Source::Stale,
+];
+
+/// `server_timing(None, held, source)` as a header value.
+fn server_timing_value(held: std::time::Duration, source: Source) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let tenths = (held.as_micros() + 50) / 100;
+    if tenths < TIMING_TABLE_TENTHS {
+        let table = TABLE.get_or_init(|| {
+            SOURCES
+                .iter()
+                .flat_map(|&source| {
+                    (0..TIMING_TABLE_TENTHS).map(move |t| {
+                        let held = std::time::Duration::from_micros(t as u64 * 100);
+                        // Made once per process, kept for its life.
+                        let text: &'static str =
+                            Box::leak(server_timing(None, held, source).into_boxed_str());
+                        HeaderValue::from_static(text)
+                    })
+                })
+                .collect()
+        });
+        let row = SOURCES.iter().position(|&s| s == source).unwrap_or(0);
+        if let Some(v) = table.get(row * TIMING_TABLE_TENTHS as usize + tenths as usize) {
+            return v.clone();
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(server_timing(None, held, source)))
+        .unwrap_or_else(|_| HeaderValue::from_static("tidemark"))
+}
+
 /// The `Server-Timing` value: the upstream's own entries (if any), then
 /// `tidemark;dur=<ms, one decimal>;desc="<source>"` (integer arithmetic, no `fmt`:
 /// every read writes it).
@@ -443,6 +505,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_server_timing_table_matches_the_written_values() {
+        for source in SOURCES {
+            for us in (0..12_000)
+                .step_by(7)
+                .chain([9_949, 9_950, 10_000, 501_960])
+            {
+                let held = Duration::from_micros(us);
+                assert_eq!(
+                    server_timing_value(held, source),
+                    server_timing(None, held, source).as_str(),
+                    "{us} us, {source:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn server_timing_rounds_to_a_tenth_of_a_millisecond_and_keeps_upstream_entries() {

@@ -256,6 +256,7 @@ impl KeyRing {
             sid: wire.sid.into_owned(),
             pos,
             pri: wire.pri,
+            min_position: Default::default(),
         })
     }
 

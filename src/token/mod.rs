@@ -28,7 +28,9 @@ use crate::position::PositionVector;
 pub use cli::{inspect, keygen, verdict, Verdict};
 pub use codec::MAX_SID_LEN;
 pub use keys::{KeyRing, MIN_HS256_SECRET};
-pub use transport::{clear_cookie, extract, fits, set_cookie, Carrier, Oversize, MAX_COOKIE_BYTES};
+pub use transport::{
+    clear_cookie, extract, extract_raw, fits, set_cookie, Carrier, Oversize, MAX_COOKIE_BYTES,
+};
 pub use verified::VerifiedTokens;
 
 /// Tokens larger than this are refused before any parsing (4 KiB, SPEC "Token"): a
@@ -53,9 +55,35 @@ pub struct Claims {
     /// from tokens that never had one.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub pri: std::collections::BTreeMap<String, u64>,
+    /// `pos` as a `Consistency-Min-Position` value, written once per verified token
+    /// (a client echoes its token on every read): see [`Claims::min_position`].
+    #[serde(skip)]
+    pub min_position: MinPositionCache,
 }
 
+/// A lazily written header value that takes no part in comparisons: two claims are
+/// equal whatever either has cached.
+#[derive(Debug, Clone, Default)]
+pub struct MinPositionCache(std::sync::OnceLock<Option<http::HeaderValue>>);
+
+impl PartialEq for MinPositionCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MinPositionCache {}
+
 impl Claims {
+    /// `pos` in its text form as a header value (`None` for an empty vector), made on
+    /// first use and kept with the claims.
+    pub fn min_position(&self) -> Option<http::HeaderValue> {
+        self.min_position
+            .0
+            .get_or_init(|| self.pos.header_value())
+            .clone()
+    }
+
     /// Whether any of `logs` is marked for the primary at `now_secs`.
     pub fn pinned<S: AsRef<str>>(&self, logs: &[S], now_secs: u64) -> bool {
         logs.iter().any(|l| {

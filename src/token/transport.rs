@@ -30,10 +30,21 @@ pub fn extract<'a>(
     header: &HeaderName,
     cookie: Option<&str>,
 ) -> Option<(Carrier, Result<&'a str, TokenError>)> {
-    if let Some(v) = headers.get(header) {
+    extract_raw(headers, header, cookie).map(|(carrier, raw)| (carrier, visible(raw)))
+}
+
+/// [`extract`] without the visible-ASCII check: the trimmed, non-empty bytes of the
+/// token presented, for a caller that checks them itself ([`visible`]) only when
+/// they are not already known (the memo of verified tokens holds only valid text).
+pub fn extract_raw<'a>(
+    headers: &'a HeaderMap,
+    header: &HeaderName,
+    cookie: Option<&str>,
+) -> Option<(Carrier, &'a [u8])> {
+    if let Some(v) = crate::proxy::headers::find(headers, header) {
         let v = v.as_bytes().trim_ascii();
         if !v.is_empty() {
-            return Some((Carrier::Header, visible(v)));
+            return Some((Carrier::Header, v));
         }
     }
     let name = cookie?.as_bytes();
@@ -41,10 +52,11 @@ pub fn extract<'a>(
         .get_all(COOKIE)
         .iter()
         .find_map(|v| cookie_value(v.as_bytes(), name))
-        .map(|v| (Carrier::Cookie, visible(v)))
+        .map(|v| (Carrier::Cookie, v))
 }
 
-fn visible(v: &[u8]) -> Result<&str, TokenError> {
+/// The token's text, or [`TokenError::Malformed`] when a byte is not visible ASCII.
+pub fn visible(v: &[u8]) -> Result<&str, TokenError> {
     // Branch-free over every byte (vectorised; an early-exit `all` is not): every read
     // with a token pays this.
     let graphic = v

@@ -34,7 +34,7 @@ pub struct VerifiedTokens {
 /// token (~300 bytes), and SipHash cost ~700 instructions of it. Flooding is not a
 /// concern: only tokens that verified (signed by the gateway) are ever inserted, so
 /// no caller can choose colliding keys; a lookup of any other text is one probe.
-type Memo = HashMap<Box<str>, Arc<Claims>, foldhash::fast::RandomState>;
+type Memo = HashMap<Box<[u8]>, Arc<Claims>, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Generations {
@@ -65,13 +65,27 @@ impl VerifiedTokens {
         token: &str,
         now: SystemTime,
     ) -> Result<Arc<Claims>, TokenError> {
+        self.verify_raw(ring, token.as_bytes(), now)
+    }
+
+    /// [`VerifiedTokens::verify`] of the bytes a request carried: a token seen before
+    /// is found by its bytes (the memo holds only tokens that verified, so only
+    /// valid text); any other is checked to be visible ASCII first
+    /// ([`super::transport::visible`]), then verified.
+    pub fn verify_raw(
+        &self,
+        ring: &KeyRing,
+        token: &[u8],
+        now: SystemTime,
+    ) -> Result<Arc<Claims>, TokenError> {
         if let Some(claims) = self.lookup(token) {
             if unix_secs(now) >= claims.exp {
                 return Err(TokenError::Expired);
             }
             return Ok(claims);
         }
-        let claims = Arc::new(ring.verify(token, now)?);
+        let text = super::transport::visible(token)?;
+        let claims = Arc::new(ring.verify(text, now)?);
         self.insert(token, claims.clone());
         Ok(claims)
     }
@@ -89,7 +103,7 @@ impl VerifiedTokens {
         self.len() == 0
     }
 
-    fn lookup(&self, token: &str) -> Option<Arc<Claims>> {
+    fn lookup(&self, token: &[u8]) -> Option<Arc<Claims>> {
         if self.capacity == 0 {
             return None;
         }
@@ -102,7 +116,7 @@ impl VerifiedTokens {
         Some(claims)
     }
 
-    fn insert(&self, token: &str, claims: Arc<Claims>) {
+    fn insert(&self, token: &[u8], claims: Arc<Claims>) {
         if self.capacity == 0 {
             return;
         }
@@ -113,7 +127,7 @@ impl VerifiedTokens {
 }
 
 impl Generations {
-    fn promote(&mut self, capacity: usize, key: Box<str>, claims: Arc<Claims>) {
+    fn promote(&mut self, capacity: usize, key: Box<[u8]>, claims: Arc<Claims>) {
         if self.young.len() >= capacity {
             self.old = std::mem::take(&mut self.young);
         }

@@ -52,6 +52,7 @@ fn round_trip_for_every_algorithm() {
                 sid,
                 pos: p,
                 pri: Default::default(),
+                min_position: Default::default(),
             },
             "{alg}"
         );
