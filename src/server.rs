@@ -221,7 +221,12 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 /// [`builder`]'s.
 fn builders(settings: &ListenerSettings) -> (http1::Builder, http2::Builder<TokioExecutor>) {
     let mut h1 = http1::Builder::new();
-    h1.timer(HeadTimer)
+    // One flat write per answer instead of `writev` of the head and the body:
+    // measured on fresh reads, 464 fewer instructions and about 3% less CPU per
+    // read (load-tests/REPORT.md). Body bytes are copied into hyper's buffer first,
+    // which costs little next to the kernel's own copy.
+    h1.writev(false)
+        .timer(HeadTimer)
         .header_read_timeout(settings.header_read_timeout)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(8192));

@@ -58,7 +58,10 @@ impl Pool {
         }
         let stream = TcpStream::connect(self.upstream).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -153,7 +156,11 @@ pub async fn run(args: FloorArgs) -> Result<(), String> {
         host: HeaderValue::from_str(&args.upstream.to_string()).map_err(|e| e.to_string())?,
         idle: Mutex::new(Vec::new()),
     });
-    let builder = Arc::new(hyper::server::conn::http1::Builder::new());
+    // The hyper settings tidemark uses on plain TCP (flat writes, both sides), so
+    // the floor stays the least its stack can cost.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.writev(false);
+    let builder = Arc::new(builder);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
