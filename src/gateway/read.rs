@@ -231,26 +231,30 @@ impl Gateway {
                 }
             };
             let checkpoints = projection.snapshot();
-            let views: Vec<InstanceView<'_>> = checkpoints
-                .iter()
-                .enumerate()
-                .map(|(i, cp)| InstanceView {
-                    checkpoint: cp,
-                    outstanding: upstream.outstanding(i),
+            // The views live on the stack for up to 8 instances (no allocation per
+            // read), in a block of their own so a held read's future keeps none.
+            let decision = {
+                let views: smallvec::SmallVec<[InstanceView<'_>; 8]> = checkpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, cp)| InstanceView {
+                        checkpoint: cp,
+                        outstanding: upstream.outstanding(i),
+                    })
+                    .collect();
+                gate::decide(&GateInput {
+                    level,
+                    token_required,
+                    required: &required,
+                    instances: &views,
+                    cache,
+                    timed_out,
+                    on_timeout: read.on_timeout,
+                    has_primary: read.primary.is_some(),
+                    pinned,
+                    tie_break: upstream.next_tie_break(),
                 })
-                .collect();
-            let decision = gate::decide(&GateInput {
-                level,
-                token_required,
-                required: &required,
-                instances: &views,
-                cache,
-                timed_out,
-                on_timeout: read.on_timeout,
-                has_primary: read.primary.is_some(),
-                pinned,
-                tie_break: upstream.next_tie_break(),
-            });
+            };
             match decision {
                 Decision::Forward { instance, source } => {
                     if source == Source::Stale {

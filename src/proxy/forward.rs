@@ -185,8 +185,8 @@ impl Upstream {
     /// until the response body ends or is dropped. The upstream's `timeout` bounds the
     /// wait for a free connection and for the response headers together.
     pub async fn send(&self, i: usize, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let deadline = Instant::now() + self.timeout;
-        self.send_once(i, req, deadline)
+        let now = Instant::now();
+        self.send_once(i, req, now, now + self.timeout)
             .await
             .map_err(Failed::into_error)
     }
@@ -205,7 +205,8 @@ impl Upstream {
         req: Request<Body>,
         retry: impl FnOnce(usize) -> Option<usize> + 'a,
     ) -> impl Future<Output = (usize, Result<Response<Body>, GatewayError>)> + 'a {
-        let deadline = Instant::now() + self.timeout;
+        let now = Instant::now();
+        let deadline = now + self.timeout;
         let retryable = self.instances.len() > 1
             && matches!(*req.method(), Method::GET | Method::HEAD)
             && req.body().is_end_stream();
@@ -220,7 +221,7 @@ impl Upstream {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let first = self.send_once(i, req, deadline);
+        let first = self.send_once(i, req, now, deadline);
         async move {
             let failed = match first.await {
                 Ok(resp) => return (i, Ok(resp)),
@@ -250,21 +251,22 @@ impl Upstream {
         metrics::counter!("tidemark_upstream_retries_total", "upstream" => self.name.clone())
             .increment(1);
         let req = (*copy).map(|()| super::empty());
-        let second = self.send_once(j, req, deadline).await;
+        let second = self.send_once(j, req, Instant::now(), deadline).await;
         (j, second.map_err(Failed::into_error))
     }
 
-    /// One try on instance `i`, bounded by `deadline`: failures are counted, logged
-    /// (rate-limited) and, for a failed connection, eject the instance.
+    /// One try on instance `i`, started at `started` (the caller's clock read) and
+    /// bounded by `deadline`: failures are counted, logged (rate-limited) and, for a
+    /// failed connection, eject the instance.
     async fn send_once(
         &self,
         i: usize,
         req: Request<Body>,
+        started: Instant,
         deadline: Instant,
     ) -> Result<Response<Body>, Failed> {
         let instance = &self.instances[i];
         let guard = Outstanding::new(instance.outstanding.clone());
-        let started = Instant::now();
         // Boxed: the exchange's state (request, connect, handshake: ~2.3 KB) is then
         // allocated when a read is forwarded, not carried inline by every request's
         // future, held reads included.

@@ -89,20 +89,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// One of [`HOP_BY_HOP`].
+/// `Keep-Alive` (not one of the `http` crate's standard names).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection` (likewise).
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// One of [`HOP_BY_HOP`]. Compared as names (a standard name is an enum: one
+/// comparison), not as text: every name of every message passes here.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING};
+    [
+        CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ]
+    .iter()
+    .any(|h| h == name)
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Removes every header in `names` (all of its values). Usually none is present: a
@@ -134,7 +142,6 @@ pub fn set_forwarded(
     host: Option<HeaderValue>,
     trusted_hops: usize,
 ) {
-    let peer = PeerText::new(peer);
     let proto = match proto {
         "http" => Some(HeaderValue::from_static("http")),
         "https" => Some(HeaderValue::from_static("https")),
@@ -142,7 +149,7 @@ pub fn set_forwarded(
     };
     if trusted_hops == 0 {
         strip(headers, &[FORWARDED, X_FORWARDED_PROTO, X_FORWARDED_HOST]);
-        headers.insert(X_FORWARDED_FOR, peer.value());
+        headers.insert(X_FORWARDED_FOR, peer_value(peer));
         if let Some(proto) = proto {
             headers.insert(X_FORWARDED_PROTO, proto);
         }
@@ -159,6 +166,7 @@ pub fn set_forwarded(
         .map(<[u8]>::trim_ascii)
         .filter(|item| !item.is_empty())
         .collect();
+    let peer = PeerText::new(peer);
     let kept = &chain[chain.len().saturating_sub(trusted_hops)..];
     let mut joined = Vec::new();
     for item in kept {
@@ -179,6 +187,30 @@ pub fn set_forwarded(
             headers.insert(X_FORWARDED_HOST, host);
         }
     }
+}
+
+/// `peer`'s text as a header value. The last one made on this thread is kept and
+/// cloned (a reference count) while the peer stays the same, as it does for every
+/// request of a connection and for all traffic through one load balancer: no text
+/// written, nothing allocated.
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref() {
+            if *ip == peer {
+                return value.clone();
+            }
+        }
+        let text = PeerText::new(peer);
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text.as_bytes()))
+            .unwrap_or_else(|_| text.value());
+        *last = Some((peer, value.clone()));
+        value
+    })
 }
 
 /// Copies a request's header values and URI out of the connection's read buffer, of
@@ -220,12 +252,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// The non-empty, trimmed comma-separated items of every `Connection` line.
+/// The non-empty, trimmed comma-separated items of every `Connection` line (found
+/// by a scan: no hashing).
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
-        .get_all(CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter(|(k, _)| **k == CONNECTION)
+        .flat_map(|(_, v)| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
@@ -308,6 +341,22 @@ mod tests {
         let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         n.sort_unstable();
         n
+    }
+
+    #[test]
+    fn the_kept_peer_value_follows_the_peer() {
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        for (peer, text) in [
+            (a, "10.0.0.1"),
+            (a, "10.0.0.1"),
+            (b, "2001:db8::7"),
+            (a, "10.0.0.1"),
+            (mapped, "10.0.0.1"),
+        ] {
+            assert_eq!(peer_value(peer), text);
+        }
     }
 
     #[test]

@@ -339,7 +339,9 @@ where
 /// close`, or HTTP/1.0 without keep-alive): not worth putting back.
 fn closes<B>(resp: &Response<B>) -> bool {
     let (mut close, mut keep_alive) = (false, false);
-    for line in resp.headers().get_all(http::header::CONNECTION) {
+    // A scan, not a lookup: the answer has a handful of headers.
+    let lines = resp.headers().iter();
+    for (_, line) in lines.filter(|(k, _)| **k == http::header::CONNECTION) {
         for item in line.as_bytes().split(|b| *b == b',') {
             let item = item.trim_ascii();
             close |= item.eq_ignore_ascii_case(b"close");
