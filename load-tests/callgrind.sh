@@ -9,7 +9,7 @@
 #
 #   load-tests/callgrind.sh [--requests N] [--floor] [--nginx] [--keep DIR] BIN [BIN ...]
 #
-# BIN: tidemark binaries (e.g. target/release/tidemark and a baseline build); --floor
+# BIN: tidemark binaries (e.g. target/production/tidemark and a baseline build); --floor
 # adds the bare hyper proxy (`tidemark-load floor-proxy`), --nginx a one-worker nginx.
 # Prints instructions per request for each, and keeps the callgrind files in --keep
 # (default: a temp dir, printed) for `callgrind_annotate`.
@@ -33,8 +33,9 @@ done
 for tool in valgrind callgrind_control nginx curl; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing (apt-get install valgrind nginx curl)" >&2; exit 2; }
 done
-[[ -x target/release/tidemark-load ]] || cargo build --release -p tidemark-load
-load="$(pwd)/target/release/tidemark-load"
+# The floor is measured as built by the production profile, like the binaries given.
+[[ -x target/production/tidemark-load ]] || cargo build --profile production -p tidemark-load
+load="${TIDEMARK_LOAD:-$(pwd)/target/production/tidemark-load}"
 dir="${keep:-$(mktemp -d /tmp/tidemark-callgrind.XXXXXX)}"
 mkdir -p "$dir"
 pids=()

@@ -37,9 +37,10 @@ else
   dur=4; reps=3; pairs=10000; counts=10000,50000; src_s=15
 fi
 
-cargo build --release --workspace
-bin="$root/target/release/tidemark"
-load="$root/target/release/tidemark-load"
+# The production profile (fat LTO): what a deployment runs.
+cargo build --profile production --workspace
+bin="$root/target/production/tidemark"
+load="$root/target/production/tidemark-load"
 
 "$load" machine --out "$out/machine.json"
 

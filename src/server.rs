@@ -10,13 +10,16 @@
 //! and its first short read made hyper's HTTP/1.1 read buffer double to 16 KiB for
 //! the connection's life (8 KiB of each held read's memory).
 //!
-//! The watchdog ([`Conn::serve`]) closes a connection whose client sent no byte
-//! within `header_read_timeout` of the accept (or of the TLS handshake's end): the
-//! auto builder's read that tells HTTP/1 from HTTP/2 has no timeout of its own. It
-//! also shuts down gracefully (HTTP/2 `GOAWAY`; HTTP/1.1 closes once idle) a
-//! connection with no request being handled and no byte moved for `idle_timeout`.
-//! An idle HTTP/1.1 keep-alive connection is closed sooner, by hyper: waiting for
-//! the next request's head is bounded by `header_read_timeout`.
+//! The watchdog ([`Conn::serve`], [`drive`]) closes a connection whose client sent
+//! no byte within `header_read_timeout` of the accept (or of the TLS handshake's
+//! end): the auto builder's read that tells HTTP/1 from HTTP/2 has no timeout of its
+//! own. It closes an HTTP/1.1 connection whose request head is not complete within
+//! `header_read_timeout` of hyper starting to read it (the first head, and the wait
+//! for each next one on a keep-alive connection): hyper's own timer for that cost a
+//! heap allocation and a timer registration per request, so [`head_timer`] has hyper
+//! report the deadline to the watchdog instead. It also shuts down gracefully (HTTP/2
+//! `GOAWAY`; HTTP/1.1 closes once idle) a connection with no request being handled
+//! and no byte moved for `idle_timeout`.
 //!
 //! Upgraded connections (WebSocket) keep their slot and are closed when the drain
 //! times out: see [`tunnel`].

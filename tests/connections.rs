@@ -108,27 +108,77 @@ async fn an_idle_http1_keep_alive_connection_is_closed_after_header_read_timeout
     let up = Upstream::start("view").await;
     let gw = gateway(&up.url(), "header_read_timeout = \"300ms\"").await;
     let mut sock = TcpStream::connect(gw.proxy).await.unwrap();
-    sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     // The answer, on a connection kept alive...
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&got).contains("body_len") {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout_at(deadline, sock.read(&mut buf))
-            .await
-            .expect("answered")
-            .unwrap();
-        assert!(n > 0, "kept alive after the answer");
-        got.extend_from_slice(&buf[..n]);
-    }
+    get_kept_alive(&mut sock, "the first request").await;
     // ...then closed when no next request comes.
     let idle_from = Instant::now();
     let (rest, closed) = read_until_close(&mut sock, Duration::from_secs(5)).await;
     assert!(closed, "an idle keep-alive connection is closed");
     assert_eq!(rest, "");
     assert!(idle_from.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_request_head_is_closed_at_header_read_timeout() {
+    let up = Upstream::start("view").await;
+    let gw = gateway(&up.url(), "header_read_timeout = \"300ms\"").await;
+    let mut sock = TcpStream::connect(gw.proxy).await.unwrap();
+    let started = Instant::now();
+    sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    // One byte of a header every 50 ms: bytes keep moving, the head never ends.
+    let mut closed_after = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if sock.write_all(b"x").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), sock.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "nothing is answered: {r:?}");
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.expect("the trickling client is cut off");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_busier_than_header_read_timeout_stays_open() {
+    let up = Upstream::start("view").await;
+    let gw = gateway(&up.url(), "header_read_timeout = \"300ms\"").await;
+    let mut sock = TcpStream::connect(gw.proxy).await.unwrap();
+    // Twelve requests 100 ms apart on one connection: 1.2 s in all, four times the
+    // timeout, each head sent whole well within it.
+    for i in 0..12 {
+        get_kept_alive(&mut sock, &format!("request {i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends a keep-alive `GET /users/1` on `sock` and reads its whole answer (the
+/// upstream's body names `body_len`); fails if the connection closes first.
+async fn get_kept_alive(sock: &mut TcpStream, what: &str) {
+    sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("body_len") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout_at(deadline, sock.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: answered within 5 s"))
+            .unwrap();
+        assert!(n > 0, "{what}: the connection was closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// An upstream that switches protocols on request and then echoes bytes.

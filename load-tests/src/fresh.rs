@@ -26,7 +26,7 @@ use crate::{cores, net, nginx, redis, wrk};
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FreshArgs {
     /// The tidemark binary.
-    #[arg(long, default_value = "target/release/tidemark")]
+    #[arg(long, default_value = "target/production/tidemark")]
     pub gateway_bin: PathBuf,
     /// The nginx binary.
     #[arg(long, default_value = "nginx")]

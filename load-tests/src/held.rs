@@ -32,7 +32,7 @@ const STREAMS_PER_CONNECTION: usize = 150;
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct HeldArgs {
     /// The tidemark binary.
-    #[arg(long, default_value = "target/release/tidemark")]
+    #[arg(long, default_value = "target/production/tidemark")]
     pub gateway_bin: PathBuf,
     /// Held reads per run.
     #[arg(long, value_delimiter = ',', default_value = "10000,50000")]

@@ -29,7 +29,7 @@ use crate::stats::{self, Summary};
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct RywArgs {
     /// The tidemark binary.
-    #[arg(long, default_value = "target/release/tidemark")]
+    #[arg(long, default_value = "target/production/tidemark")]
     pub gateway_bin: PathBuf,
     /// Projection lags, milliseconds.
     #[arg(long, value_delimiter = ',', default_value = "50,200,1000")]

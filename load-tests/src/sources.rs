@@ -87,7 +87,7 @@ const APP_CONNECTION: &str = "load-app";
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct SourcesArgs {
     /// The tidemark binary.
-    #[arg(long, default_value = "target/release/tidemark")]
+    #[arg(long, default_value = "target/production/tidemark")]
     pub gateway_bin: PathBuf,
     /// The standby's `recovery_min_apply_delay`, ms.
     #[arg(long, default_value_t = 200)]

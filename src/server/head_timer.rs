@@ -68,8 +68,9 @@ impl Timer for HeadTimer {
         tokio::time::Instant::now().into_std()
     }
 
-    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: std::time::Instant) {
-        let _ = sleep;
+    /// The held deadline stays (it never fires by itself); the new instant is what
+    /// the watchdog enforces.
+    fn reset(&self, _sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: std::time::Instant) {
         record(HeadEvent::Started(new_deadline.into()));
     }
 }
