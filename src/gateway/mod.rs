@@ -468,8 +468,9 @@ impl Gateway {
     /// headers removed, forwarding headers set, `Host` left to the upstream URI.
     fn prepare_request(&self, parts: &mut Parts, peer: SocketAddr, keep_upgrade: bool) {
         // Room for what is added below and upstream (`X-Forwarded-*`, the minimum
-        // position, `Host`): the map grows once, not twice.
-        parts.headers.reserve(5);
+        // position, `Host`): the map grows once, not twice. (`try_`: a map already at
+        // its size limit is left as it is; inserting then fails the usual way.)
+        let _ = parts.headers.try_reserve(5);
         // Taken out at once (the upstream's `Host` comes from its URI): one lookup.
         let host = parts.headers.remove(HOST).or_else(|| {
             parts

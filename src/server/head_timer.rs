@@ -15,6 +15,11 @@
 //! by when it must be complete, and closes the connection itself when that passes,
 //! as hyper would (hyper answers nothing on a header timeout either: it closes).
 //!
+//! hyper 1.x's HTTP/1.1 server uses its timer for this deadline only (checked in
+//! hyper 1.12: `proto/h1/conn.rs`, `poll_read_head`); a deadline that never fires by
+//! itself would be wrong for any other use, so check again when upgrading hyper. The
+//! HTTP/2 builders keep tokio's timer.
+//!
 //! Invariant: hyper calls the timer, and drops the deadline, only from inside the
 //! connection's own `poll`, which [`Observed`] brackets on the same thread, so the
 //! cell always speaks of the connection being polled. A [`HeadDeadline`] dropped
