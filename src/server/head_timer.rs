@@ -6,7 +6,8 @@
 //! head (the first one, and the wait for each next one on a keep-alive connection),
 //! polls it while the head is incomplete and drops it once the head is parsed. With
 //! tokio's timer that is, per request, a heap allocation, a timer-wheel insertion and
-//! removal and a clock read: about 2,000 instructions of a proxied read's ~47,000.
+//! removal and a clock read: 718 instructions of a proxied read's 47,407 (callgrind,
+//! load-tests/REPORT.md).
 //!
 //! [`HeadTimer`] hands hyper a zero-sized [`HeadDeadline`] instead (boxing it
 //! allocates nothing) and only *records* the deadline: into a thread-local cell that
