@@ -478,31 +478,27 @@ async fn drive<C, E>(
                     return;
                 }
                 let moved = activity.moved();
-                let idle_from = activity.start() + Duration::from_nanos(idle_since);
                 if moved != seen_moved || activity.in_flight() > 0 {
                     seen_moved = moved;
                     idle_since = activity.since_start(now);
-                } else if now >= idle_from + shared.idle_timeout {
+                }
+                let idle_until =
+                    activity.start() + Duration::from_nanos(idle_since) + shared.idle_timeout;
+                if now >= idle_until {
                     tracing::debug!(listener = name, %peer, "idle for idle_timeout; closing");
                     shutdown(conn.as_mut());
                     closing = true;
                     continue;
                 }
-                let idle_from = activity.start() + Duration::from_nanos(idle_since);
-                check = (now + shared.look_every()).min(idle_from + shared.idle_timeout);
+                // Every deadline here is after `now` (each passed one returned above).
+                check = (now + shared.look_every()).min(idle_until);
                 if !activity.read_any() {
                     check = check.min(shared.first_byte_by(activity));
                 }
                 if let Some(by) = activity.head() {
                     check = check.min(by);
                 }
-                check = check.max(now);
             }
-        }
-        // A head whose deadline comes before the armed look (it cannot, by the rule
-        // above; kept as a guard): look at its deadline.
-        if let Some(by) = activity.head().filter(|by| *by < check) {
-            check = by;
         }
     };
     if let Err(e) = result {

@@ -98,7 +98,6 @@ impl Gateway {
     ) -> Result<Gateway, BuildError> {
         let keys = KeyRing::from_config(&config.token)?;
         let routes = RouteTable::new(&config.routes).map_err(BuildError::Routes)?;
-
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .values()
@@ -365,7 +364,7 @@ impl Gateway {
     /// not lock a browser out until it expires.
     fn client_token(&self, headers: &HeaderMap) -> Result<ClientToken, GatewayError> {
         let cookie = self.config.token.cookie.as_ref().map(|c| c.name.as_str());
-        let Some((carrier, raw)) = token::extract_raw(headers, &self.config.headers.token, cookie)
+        let Some((carrier, raw)) = token::extract(headers, &self.config.headers.token, cookie)
         else {
             return Ok(ClientToken::default());
         };

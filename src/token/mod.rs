@@ -28,9 +28,7 @@ use crate::position::PositionVector;
 pub use cli::{inspect, keygen, verdict, Verdict};
 pub use codec::MAX_SID_LEN;
 pub use keys::{KeyRing, MIN_HS256_SECRET};
-pub use transport::{
-    clear_cookie, extract, extract_raw, fits, set_cookie, Carrier, Oversize, MAX_COOKIE_BYTES,
-};
+pub use transport::{clear_cookie, extract, fits, set_cookie, Carrier, Oversize, MAX_COOKIE_BYTES};
 pub use verified::VerifiedTokens;
 
 /// Tokens larger than this are refused before any parsing (4 KiB, SPEC "Token"): a

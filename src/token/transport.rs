@@ -16,8 +16,9 @@ pub enum Carrier {
 }
 
 /// The token a request carries: the header first, then the cookie named `cookie`.
-/// Returns the carrier and the raw text (not yet verified), or
-/// [`TokenError::Malformed`] for one present but not visible ASCII.
+/// Returns the carrier and the token's trimmed, non-empty bytes, not yet checked:
+/// [`visible`] tells the text from [`TokenError::Malformed`]. The gateway checks only
+/// tokens its memo of verified ones does not hold (it holds only valid text).
 ///
 /// Only the first `header` value counts, trimmed; an empty one is absent and the
 /// cookie is looked at. A value with any byte that is not visible ASCII (a JWT is
@@ -26,17 +27,6 @@ pub enum Carrier {
 /// header (HTTP/2 may split them), `name=value` pairs separated by `;`, with
 /// surrounding white space and one pair of double quotes removed.
 pub fn extract<'a>(
-    headers: &'a HeaderMap,
-    header: &HeaderName,
-    cookie: Option<&str>,
-) -> Option<(Carrier, Result<&'a str, TokenError>)> {
-    extract_raw(headers, header, cookie).map(|(carrier, raw)| (carrier, visible(raw)))
-}
-
-/// [`extract`] without the visible-ASCII check: the trimmed, non-empty bytes of the
-/// token presented, for a caller that checks them itself ([`visible`]) only when
-/// they are not already known (the memo of verified tokens holds only valid text).
-pub fn extract_raw<'a>(
     headers: &'a HeaderMap,
     header: &HeaderName,
     cookie: Option<&str>,
@@ -150,7 +140,7 @@ mod tests {
 
     /// The text of a token that is present and visible ASCII.
     fn ext<'a>(h: &'a HeaderMap, name: &HeaderName, cookie: Option<&str>) -> Option<&'a str> {
-        extract(h, name, cookie).map(|(_, r)| r.expect("visible ASCII"))
+        extract(h, name, cookie).map(|(_, raw)| visible(raw).expect("visible ASCII"))
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -211,14 +201,20 @@ mod tests {
             h.insert(COOKIE, HeaderValue::from_static("tm=ok"));
             let (carrier, got) = extract(&h, &TOKEN, Some("tm")).expect("present");
             assert_eq!(carrier, Carrier::Header, "{raw:?}");
-            assert!(matches!(got, Err(TokenError::Malformed(_))), "{raw:?}");
+            assert!(
+                matches!(visible(got), Err(TokenError::Malformed(_))),
+                "{raw:?}"
+            );
             let mut h = HeaderMap::new();
             let mut line = b"a=1; tm=".to_vec();
             line.extend_from_slice(raw);
             h.insert(COOKIE, HeaderValue::from_bytes(&line).unwrap());
             let (carrier, got) = extract(&h, &TOKEN, Some("tm")).expect("present");
             assert_eq!(carrier, Carrier::Cookie, "{raw:?}");
-            assert!(matches!(got, Err(TokenError::Malformed(_))), "{raw:?}");
+            assert!(
+                matches!(visible(got), Err(TokenError::Malformed(_))),
+                "{raw:?}"
+            );
         }
     }
 
