@@ -432,6 +432,19 @@ mod tests {
     // ---- strip_hop_by_hop ----
 
     #[test]
+    fn connection_close_removes_a_header_named_close_and_keeps_the_rest() {
+        let mut h = map(&[
+            ("connection", "close, x-hop"),
+            ("close", "1"),
+            ("x-hop", "2"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["content-type"]);
+    }
+
+    #[test]
     fn removes_every_standard_hop_by_hop_header() {
         for name in HOP_BY_HOP {
             for keep_upgrade in [false, true] {
