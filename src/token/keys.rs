@@ -186,11 +186,16 @@ pub(super) fn read_material(kid: &str, material: &KeyMaterial) -> Result<Vec<u8>
     }
 }
 
-/// An HS256 secret: the bytes, trailing line breaks trimmed, at least 32 bytes long.
+/// An HS256 secret: the bytes, at least 32 bytes long. Text from a file or an
+/// environment variable has its trailing line breaks trimmed (an editor's or `echo`'s
+/// newline is not part of the secret); bytes given in code are taken as they are, so
+/// a random secret that happens to end in `\n` keeps its length.
 fn hs256_secret(spec: &KeySpec) -> Result<Vec<u8>, KeyError> {
     let mut secret = read_material(&spec.kid, &spec.material)?;
-    while matches!(secret.last(), Some(b'\n' | b'\r')) {
-        secret.pop();
+    if !matches!(spec.material, KeyMaterial::Inline(_)) {
+        while matches!(secret.last(), Some(b'\n' | b'\r')) {
+            secret.pop();
+        }
     }
     if secret.len() < MIN_HS256_SECRET {
         return Err(invalid(

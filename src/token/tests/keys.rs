@@ -63,6 +63,25 @@ fn short_hs256_secrets_are_refused_with_the_fix() {
 }
 
 #[test]
+fn random_inline_secrets_ending_in_a_line_break_keep_their_length() {
+    // The demo draws 32 random bytes; one draw in 128 ends in `\n` or `\r`, which
+    // must not shorten the secret below the minimum and stop the gateway.
+    let mut secret = [7u8; 32];
+    for last in [b'\n', b'\r'] {
+        secret[31] = last;
+        let ring = ring_of(hs("k1", &secret));
+        let token = ring.mint("s", &pos("users=1"), now());
+        assert!(ring.verify(&token, now()).is_ok());
+        let mut other = secret;
+        other[31] = b'x';
+        assert!(
+            ring_of(hs("k1", &other)).verify(&token, now()).is_err(),
+            "the last byte is part of the secret"
+        );
+    }
+}
+
+#[test]
 fn secrets_load_from_files_with_the_trailing_newline_trimmed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret");
