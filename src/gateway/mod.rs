@@ -212,64 +212,77 @@ impl Gateway {
 
     /// Serves one request whatever its body type (tests drive this directly, e.g.
     /// under paused time).
-    pub async fn handle_request(
+    ///
+    /// Not an `async fn` either: the request is split and its head boxed here, so
+    /// the returned `async move` block keeps the box (8 bytes), not the 240-byte
+    /// request it came from, and what it captures once (an `async fn` keeps its
+    /// arguments twice: as fields and as the locals they are moved into).
+    pub fn handle_request(
         self: Arc<Self>,
         req: Request<Body>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
         let (parts, body) = req.into_parts();
         // Boxed: every `async fn` the request passes through keeps copies of its
         // arguments for the life of the future (~224 bytes each for `Parts`), and a
         // held read carries that future all along.
         let parts = Box::new(parts);
-        // The access log (off by default: one branch, nothing captured).
-        let access = self
-            .config
-            .server
-            .access_log
-            .then(|| crate::telemetry::access::AccessStart {
+        // The access log (off by default: one branch, nothing captured). Boxed: the
+        // future would otherwise carry its 104 bytes for every request.
+        let access = self.config.server.access_log.then(|| {
+            Box::new(crate::telemetry::access::AccessStart {
                 peer,
                 method: parts.method.clone(),
                 path: parts.uri.path().to_string(),
                 version: parts.version,
                 started: tokio::time::Instant::now(),
-            });
-        // One span per request; `route` and `kind` are recorded once matched,
-        // `source` and `wait_ms` by the read path, `status` here. Never the token.
-        // At `debug` under `tidemark::access`, with the access line: at the default
-        // `info` no span is built (formatting its fields cost ~2 µs, a tenth of a
-        // proxied read's CPU); the few events a request logs name their route.
-        let span = tracing::debug_span!(
-            target: "tidemark::access",
-            "request",
-            method = %parts.method,
-            path = parts.uri.path(),
-            route = tracing::field::Empty,
-            kind = tracing::field::Empty,
-            source = tracing::field::Empty,
-            wait_ms = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
-        // Not entered when off (the default): `Instrumented` would set and reset the
-        // current span around every poll.
-        let dispatched = if span.is_disabled() {
-            self.dispatch(parts, body, peer).await
-        } else {
-            tracing::Instrument::instrument(self.dispatch(parts, body, peer), span.clone()).await
-        };
-        let resp = match dispatched {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(parent: &span, error = %e, status = e.status().as_u16(), "answered with an error");
-                e.into_response()
+            })
+        });
+        // The answer: dispatched in its span, errors turned into responses, the
+        // access line written.
+        async move {
+            // One span per request; `route` and `kind` are recorded once matched,
+            // `source` and `wait_ms` by the read path, `status` here. Never the token.
+            // At `debug` under `tidemark::access`, with the access line: at the default
+            // `info` no span is built (formatting its fields cost ~2 µs, a tenth of a
+            // proxied read's CPU); the few events a request logs name their route.
+            let span = tracing::debug_span!(
+                target: "tidemark::access",
+                "request",
+                method = %parts.method,
+                path = parts.uri.path(),
+                route = tracing::field::Empty,
+                kind = tracing::field::Empty,
+                source = tracing::field::Empty,
+                wait_ms = tracing::field::Empty,
+                status = tracing::field::Empty,
+            );
+            // Not entered when off (the default): `Instrumented` would set and reset the
+            // current span around every poll. Boxed when on: `Instrumented` (the span
+            // again) would otherwise size every request's future.
+            let dispatched = if span.is_disabled() {
+                self.dispatch(parts, body, peer).await
+            } else {
+                Box::pin(tracing::Instrument::instrument(
+                    self.dispatch(parts, body, peer),
+                    span.clone(),
+                ))
+                .await
+            };
+            let resp = match dispatched {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!(parent: &span, error = %e, status = e.status().as_u16(), "answered with an error");
+                    e.into_response()
+                }
+            };
+            span.record("status", resp.status().as_u16());
+            tracing::debug!(target: "tidemark::access", parent: &span, "request answered");
+            if let Some(start) = access {
+                self.log_access(&start, &resp);
             }
-        };
-        span.record("status", resp.status().as_u16());
-        tracing::debug!(target: "tidemark::access", parent: &span, "request answered");
-        if let Some(start) = access {
-            self.log_access(&start, &resp);
+            resp
         }
-        resp
     }
 
     /// The status page's per-route figures, in file order: `name`, `kind`,
@@ -312,48 +325,53 @@ impl Gateway {
         );
     }
 
-    async fn dispatch(
+    /// Routes one request to its kind's path. Not an `async fn`, for the reason
+    /// [`Gateway::read`] gives.
+    #[allow(clippy::manual_async_fn)]
+    fn dispatch(
         &self,
         parts: Box<Parts>,
         body: Body,
         peer: SocketAddr,
-    ) -> Result<Response<Body>, GatewayError> {
-        // Captures are only read to expand a cache key: copied for those routes only.
-        let found = self
-            .routes
-            .find_with(&parts.method, parts.uri.path(), |r| r.cache_key.is_some());
-        let Some(RouteMatch { route, params }) = found else {
-            metrics::counter!("tidemark_requests_total", "route" => "", "kind" => "none", "source" => "", "status" => "4xx").increment(1);
-            return Err(GatewayError::NoRoute {
-                method: parts.method.clone(),
-                path: parts.uri.path().to_string(),
-                allowed: self.routes.methods_for(parts.uri.path()),
-            });
-        };
-        if access_traced() {
-            let span = tracing::Span::current();
-            span.record("route", route.config.name.as_str());
-            span.record("kind", route.config.kind.as_str());
-        }
-        let Some(state) = self.route_states.get(route.index) else {
-            return Err(GatewayError::NotFound(format!(
-                "route {:?} has no metrics",
-                route.config.name
-            )));
-        };
-        let ctx = RequestCtx {
-            route: &route.config,
-            state,
-            params: &params,
-            peer,
-            cache_key: route.cache_key.as_ref(),
-        };
-        match &route.config.kind {
-            // Boxed: their futures (cache writes, upgrades) would otherwise size every
-            // request's future, held reads included.
-            RouteKind::Passthrough => Box::pin(self.passthrough(ctx, *parts, body)).await,
-            RouteKind::Write => Box::pin(self.write(ctx, *parts, body)).await,
-            RouteKind::Read(read) => self.read(ctx, read, parts, body).await,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GatewayError>> + Send + '_ {
+        async move {
+            // Captures are only read to expand a cache key: copied for those routes only.
+            let found = self
+                .routes
+                .find_with(&parts.method, parts.uri.path(), |r| r.cache_key.is_some());
+            let Some(RouteMatch { route, params }) = found else {
+                metrics::counter!("tidemark_requests_total", "route" => "", "kind" => "none", "source" => "", "status" => "4xx").increment(1);
+                return Err(GatewayError::NoRoute {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_string(),
+                    allowed: self.routes.methods_for(parts.uri.path()),
+                });
+            };
+            if access_traced() {
+                let span = tracing::Span::current();
+                span.record("route", route.config.name.as_str());
+                span.record("kind", route.config.kind.as_str());
+            }
+            let Some(state) = self.route_states.get(route.index) else {
+                return Err(GatewayError::NotFound(format!(
+                    "route {:?} has no metrics",
+                    route.config.name
+                )));
+            };
+            let ctx = RequestCtx {
+                route: &route.config,
+                state,
+                params: &params,
+                peer,
+                cache_key: route.cache_key.as_ref(),
+            };
+            match &route.config.kind {
+                // Boxed: their futures (cache writes, upgrades) would otherwise size every
+                // request's future, held reads included.
+                RouteKind::Passthrough => Box::pin(self.passthrough(ctx, *parts, body)).await,
+                RouteKind::Write => Box::pin(self.write(ctx, *parts, body)).await,
+                RouteKind::Read(read) => self.read(ctx, read, parts, body).await,
+            }
         }
     }
 

@@ -26,127 +26,173 @@ static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 enum Answer {
     Instance(usize, Source),
     Primary,
-    Cache(CachedResponse),
+    /// Boxed (the cache answers few reads): the entry would size every read's
+    /// future (112 bytes), held reads included.
+    Cache(Box<CachedResponse>),
 }
 
 impl Gateway {
     /// One read (the token checked, the gate run, held if need be, then forwarded or
-    /// answered from the cache). One `async fn` for all of it: each nested async fn
+    /// answered from the cache). One future for all of it: each nested async fn
     /// keeps its own copy of the request's parts for the life of the future, which a
-    /// held read carries all along.
-    pub(super) async fn read(
-        &self,
-        ctx: RequestCtx<'_>,
-        read: &ReadRoute,
+    /// held read carries all along. Not an `async fn` but an `async move` block: an
+    /// async fn keeps its arguments twice (as fields and as the locals they are moved
+    /// into), a block keeps what it captures once.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn read<'a>(
+        &'a self,
+        ctx: RequestCtx<'a>,
+        read: &'a ReadRoute,
         mut parts: Box<Parts>,
         body: Body,
-    ) -> Result<Response<Body>, GatewayError> {
-        let client = match self.client_token(&parts.headers) {
-            Ok(client) => client,
-            Err(e) => return self.counted(ctx, "", Err(e)),
-        };
-        let claims = client.claims.clone();
-        let level = match self.level(&parts.headers) {
-            Ok(level) => level,
-            Err(e) => return self.counted(ctx, "", Err(e)),
-        };
-        let projection = self
-            .registry
-            .get(&read.projection)
-            .ok_or_else(|| {
-                GatewayError::NotFound(format!(
-                    "projection {:?} is not configured",
-                    read.projection
-                ))
-            })?
-            .clone();
-        let upstream = match &ctx.state.upstream {
-            Some(upstream) => upstream.clone(),
-            None => self.upstream(&ctx.route.upstream)?.clone(),
-        };
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GatewayError>> + Send + 'a {
+        async move {
+            let client = match self.client_token(&parts.headers) {
+                Ok(client) => client,
+                Err(e) => return self.counted(ctx, "", Err(e)),
+            };
+            let claims = client.claims.clone();
+            let level = match self.level(&parts.headers) {
+                Ok(level) => level,
+                Err(e) => return self.counted(ctx, "", Err(e)),
+            };
+            let projection = self
+                .registry
+                .get(&read.projection)
+                .ok_or_else(|| {
+                    GatewayError::NotFound(format!(
+                        "projection {:?} is not configured",
+                        read.projection
+                    ))
+                })?
+                .clone();
+            let upstream = match &ctx.state.upstream {
+                Some(upstream) => upstream.clone(),
+                None => self.upstream(&ctx.route.upstream)?.clone(),
+            };
 
-        // What the token asks of this projection's logs: the token's own vector when it
-        // names no other log (the common case: no copy), else its restriction.
-        let token_required: std::borrow::Cow<'_, PositionVector> = match claims.as_deref() {
-            Some(c) if c.pos.logs_within(projection.logs()) => std::borrow::Cow::Borrowed(&c.pos),
-            Some(c) => std::borrow::Cow::Owned(c.pos.restrict(projection.logs())),
-            None => std::borrow::Cow::Owned(PositionVector::new()),
-        };
-        let (answer, held) = self
-            .decide(
-                ctx,
-                read,
-                level,
-                claims.as_deref(),
-                &mut parts,
-                &token_required,
-                &projection,
-                &upstream,
-            )
-            .await;
-        if super::access_traced() {
-            tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
-        }
-        ctx.state.metrics.waited(held.as_secs_f64());
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => return self.counted(ctx, "", Err(e)),
-        };
-
-        let (source, mut resp, advance) = match answer {
-            Answer::Cache(entry) => {
-                ctx.state.metrics.cache_hit().increment(1);
-                let advance = entry.position.clone();
-                let resp = self.counted(ctx, Source::Cache.as_str(), Ok(cache_response(entry)))?;
-                (Source::Cache, resp, Some(advance))
-            }
-            Answer::Primary => {
-                let primary = read.primary.as_deref().unwrap_or_default();
-                let primary = self.upstream(primary)?;
-                self.prepare_request(&mut parts, ctx.peer, false);
-                let i = primary.pick();
-                let req = Request::from_parts(*parts, body);
-                let (_, result) = self
-                    .send_read(primary, i, Source::Primary, &token_required, None, req)
-                    .await;
-                let resp = self.counted(ctx, Source::Primary.as_str(), result)?;
-                (Source::Primary, resp, None)
-            }
-            Answer::Instance(i, source) => {
-                self.prepare_request(&mut parts, ctx.peer, false);
-                // The token's own vector (the common case): its value is kept with
-                // the verified claims, written once per token.
-                let min_position = match (&token_required, claims.as_deref()) {
-                    (std::borrow::Cow::Borrowed(_), Some(c)) => c.min_position(),
-                    _ => token_required.header_value(),
-                };
-                if let Some(v) = min_position {
-                    parts
-                        .headers
-                        .insert(self.config.headers.min_position.clone(), v);
+            // What the token asks of this projection's logs: the token's own vector when it
+            // names no other log (the common case: no copy), else its restriction.
+            let token_required: std::borrow::Cow<'_, PositionVector> = match claims.as_deref() {
+                Some(c) if c.pos.logs_within(projection.logs()) => {
+                    std::borrow::Cow::Borrowed(&c.pos)
                 }
-                let req = Request::from_parts(*parts, body);
-                let (i, result) = self
-                    .send_read(
-                        &upstream,
-                        i,
-                        source,
-                        &token_required,
-                        Some(&projection),
-                        req,
-                    )
-                    .await;
-                let resp = self.counted(ctx, source.as_str(), result)?;
-                self.learn_from_response(ctx, &projection, i, resp.headers());
-                // What the answering instance had applied: the monotonic token's floor.
-                let cp = if read.monotonic {
-                    projection.snapshot().get(i).cloned()
-                } else {
-                    None
-                };
-                (source, resp, cp)
+                Some(c) => std::borrow::Cow::Owned(c.pos.restrict(projection.logs())),
+                None => std::borrow::Cow::Owned(PositionVector::new()),
+            };
+            let (answer, held) = self
+                .decide(
+                    ctx,
+                    read,
+                    level,
+                    claims.as_deref(),
+                    &mut parts,
+                    &token_required,
+                    &projection,
+                    &upstream,
+                )
+                .await;
+            if super::access_traced() {
+                tracing::Span::current().record("wait_ms", held.as_secs_f64() * 1000.0);
             }
-        };
+            ctx.state.metrics.waited(held.as_secs_f64());
+            // Taken apart in a statement of its own (`identity` moves it into a
+            // temporary that ends here): no `Answer` stays in the future while the
+            // read is forwarded.
+            let (forward_to, source) = match std::convert::identity(answer) {
+                Err(e) => return self.counted(ctx, "", Err(e)),
+                Ok(Answer::Cache(entry)) => {
+                    ctx.state.metrics.cache_hit().increment(1);
+                    let advance = entry.position.clone();
+                    let resp =
+                        self.counted(ctx, Source::Cache.as_str(), Ok(cache_response(*entry)))?;
+                    let finished = self.finish_read(
+                        read,
+                        &client,
+                        claims,
+                        &projection,
+                        (Source::Cache, held),
+                        resp,
+                        Some(advance),
+                    );
+                    return Ok(finished);
+                }
+                Ok(Answer::Primary) => (None, Source::Primary),
+                Ok(Answer::Instance(i, source)) => (Some(i), source),
+            };
+            let (resp, advance) = match forward_to {
+                None => {
+                    let primary = read.primary.as_deref().unwrap_or_default();
+                    let primary = self.upstream(primary)?;
+                    self.prepare_request(&mut parts, ctx.peer, false);
+                    let i = primary.pick();
+                    let req = Request::from_parts(*parts, body);
+                    let (_, result) = self
+                        .send_read(primary, i, source, &token_required, None, req)
+                        .await;
+                    (self.counted(ctx, source.as_str(), result)?, None)
+                }
+                Some(i) => {
+                    self.prepare_request(&mut parts, ctx.peer, false);
+                    // The token's own vector (the common case): its value is kept with
+                    // the verified claims, written once per token. In the `if let`'s
+                    // scrutinee, so it is not kept across the forward.
+                    if let Some(v) = match (&token_required, claims.as_deref()) {
+                        (std::borrow::Cow::Borrowed(_), Some(c)) => c.min_position(),
+                        _ => token_required.header_value(),
+                    } {
+                        parts
+                            .headers
+                            .insert(self.config.headers.min_position.clone(), v);
+                    }
+                    let req = Request::from_parts(*parts, body);
+                    let (i, result) = self
+                        .send_read(
+                            &upstream,
+                            i,
+                            source,
+                            &token_required,
+                            Some(&projection),
+                            req,
+                        )
+                        .await;
+                    let resp = self.counted(ctx, source.as_str(), result)?;
+                    self.learn_from_response(ctx, &projection, i, resp.headers());
+                    // What the answering instance had applied: the monotonic token's floor.
+                    let cp = if read.monotonic {
+                        projection.snapshot().get(i).cloned()
+                    } else {
+                        None
+                    };
+                    (resp, cp)
+                }
+            };
+            Ok(self.finish_read(
+                read,
+                &client,
+                claims,
+                &projection,
+                (source, held),
+                resp,
+                advance,
+            ))
+        }
+    }
+
+    /// The read's answer as the client gets it: hop-by-hop headers out, the source
+    /// and `Server-Timing` in, the monotonic token advanced to `advance`, a dropped
+    /// cookie cleared.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_read(
+        &self,
+        read: &ReadRoute,
+        client: &super::ClientToken,
+        claims: Option<Arc<Claims>>,
+        projection: &Projection,
+        (source, held): (Source, std::time::Duration),
+        mut resp: Response<Body>,
+        advance: Option<PositionVector>,
+    ) -> Response<Body> {
         self.prepare_response(resp.headers_mut(), false);
         if super::access_traced() {
             tracing::Span::current().record("source", source.as_str());
@@ -182,8 +228,8 @@ impl Gateway {
             }
             self.attach_token(resp.headers_mut(), &sid, &pos, &pri);
         }
-        self.clear_dropped_cookie(&mut resp, &client);
-        Ok(resp)
+        self.clear_dropped_cookie(&mut resp, client);
+        resp
     }
 
     /// Runs the gate until it decides, holding when it says so; returns the answer (or
@@ -192,162 +238,168 @@ impl Gateway {
     /// The clock is read only once the gate does not forward at once (a cache lookup
     /// or a hold): `max_wait` runs from there, and a read forwarded on the first
     /// decision (every fresh read) was held for zero.
-    #[allow(clippy::too_many_arguments)]
-    async fn decide(
-        &self,
-        ctx: RequestCtx<'_>,
-        read: &ReadRoute,
+    ///
+    /// Not an `async fn`, for the reason [`Gateway::read`] gives: its arguments are
+    /// kept once.
+    #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+    fn decide<'a>(
+        &'a self,
+        ctx: RequestCtx<'a>,
+        read: &'a ReadRoute,
         level: Level,
-        claims: Option<&Claims>,
-        parts: &mut Parts,
-        token_required: &PositionVector,
-        projection: &Arc<Projection>,
-        upstream: &Upstream,
-    ) -> (Result<Answer, GatewayError>, std::time::Duration) {
-        let cache_key = match (claims, &ctx.route.cache, ctx.cache_key) {
-            (Some(_), Some(_), Some(template)) => Some(template.expand(ctx.params)),
-            _ => None,
-        };
-        let mut cache = if cache_key.is_some() {
-            CacheState::NotChecked
-        } else {
-            CacheState::Unavailable
-        };
-        let mut cached: Option<CachedResponse> = None;
-        // Set at the first decision that is not an answer.
-        let mut started: Option<Instant> = None;
-        let mut timed_out = false;
-        let mut permit = None;
-        let pinned = claims.is_some_and(|c| {
-            !c.pri.is_empty() && c.pinned(projection.logs(), crate::gateway::fence::unix_now())
-        });
-        let answer = loop {
-            let required = match read.staleness_budget {
-                None => std::borrow::Cow::Borrowed(token_required),
-                Some(budget) => {
-                    let mut r = token_required.clone();
-                    r.merge(&projection.budget_requirement(budget, Instant::now()));
-                    std::borrow::Cow::Owned(r)
-                }
+        claims: Option<&'a Claims>,
+        parts: &'a mut Parts,
+        token_required: &'a PositionVector,
+        projection: &'a Arc<Projection>,
+        upstream: &'a Upstream,
+    ) -> impl std::future::Future<Output = (Result<Answer, GatewayError>, std::time::Duration)> + Send + 'a
+    {
+        async move {
+            let cache_key = match (claims, &ctx.route.cache, ctx.cache_key) {
+                (Some(_), Some(_), Some(template)) => Some(template.expand(ctx.params)),
+                _ => None,
             };
-            let checkpoints = projection.snapshot();
-            // The views live on the stack for up to 8 instances (no allocation per
-            // read), in a block of their own so a held read's future keeps none.
-            let decision = {
-                let views: smallvec::SmallVec<[InstanceView<'_>; 8]> = checkpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(i, cp)| InstanceView {
-                        checkpoint: cp,
-                        outstanding: upstream.outstanding(i),
+            let mut cache = if cache_key.is_some() {
+                CacheState::NotChecked
+            } else {
+                CacheState::Unavailable
+            };
+            let mut cached: Option<Box<CachedResponse>> = None;
+            // Set at the first decision that is not an answer.
+            let mut started: Option<Instant> = None;
+            let mut timed_out = false;
+            let mut permit = None;
+            let pinned = claims.is_some_and(|c| {
+                !c.pri.is_empty() && c.pinned(projection.logs(), crate::gateway::fence::unix_now())
+            });
+            let answer = loop {
+                let required = match read.staleness_budget {
+                    None => std::borrow::Cow::Borrowed(token_required),
+                    Some(budget) => {
+                        let mut r = token_required.clone();
+                        r.merge(&projection.budget_requirement(budget, Instant::now()));
+                        std::borrow::Cow::Owned(r)
+                    }
+                };
+                let checkpoints = projection.snapshot();
+                // The views live on the stack for up to 8 instances (no allocation per
+                // read), in a block of their own so a held read's future keeps none.
+                let decision = {
+                    let views: smallvec::SmallVec<[InstanceView<'_>; 8]> = checkpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, cp)| InstanceView {
+                            checkpoint: cp,
+                            outstanding: upstream.outstanding(i),
+                        })
+                        .collect();
+                    gate::decide(&GateInput {
+                        level,
+                        token_required,
+                        required: &required,
+                        instances: &views,
+                        cache,
+                        timed_out,
+                        on_timeout: read.on_timeout,
+                        has_primary: read.primary.is_some(),
+                        pinned,
+                        tie_break: upstream.next_tie_break(),
                     })
-                    .collect();
-                gate::decide(&GateInput {
-                    level,
-                    token_required,
-                    required: &required,
-                    instances: &views,
-                    cache,
-                    timed_out,
-                    on_timeout: read.on_timeout,
-                    has_primary: read.primary.is_some(),
-                    pinned,
-                    tie_break: upstream.next_tie_break(),
-                })
-            };
-            match decision {
-                Decision::Forward { instance, source } => {
-                    if source == Source::Stale {
-                        self.count_timeout(ctx, projection, started, "stale");
-                    }
-                    break Ok(Answer::Instance(instance, source));
-                }
-                Decision::Primary => {
-                    if timed_out {
-                        self.count_timeout(ctx, projection, started, "primary");
-                    }
-                    break Ok(Answer::Primary);
-                }
-                Decision::AnswerFromCache => {
-                    if let Some(entry) = cached.take() {
-                        break Ok(Answer::Cache(entry));
-                    }
-                    cache = CacheState::Miss;
-                }
-                Decision::LookupCache => {
-                    started.get_or_insert_with(Instant::now);
-                    let key = cache_key.as_deref().unwrap_or_default();
-                    let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
-                    // Only entries of the caller's identity may answer. Hashed here, at
-                    // the lookup, not per read: a fresh read never consults the cache.
-                    let vary = ctx.route.cache.as_ref().map_or(&[][..], |c| &c.vary[..]);
-                    let identity = self.keys.identity_key().identity(vary, &parts.headers);
-                    // Boxed: the store's lookup future is large and only some routes
-                    // have a cache; every held read would carry it inline.
-                    cache = match Box::pin(self.cache.get(key, sid, &identity)).await {
-                        Ok(Some(entry)) if entry.position.covers(token_required) => {
-                            cached = Some(entry);
-                            CacheState::Hit
+                };
+                match decision {
+                    Decision::Forward { instance, source } => {
+                        if source == Source::Stale {
+                            self.count_timeout(ctx, projection, started, "stale");
                         }
-                        Ok(_) => CacheState::Miss,
-                        Err(e) => {
-                            self.store_error("cache_get", &e);
-                            CacheState::Miss
+                        break Ok(Answer::Instance(instance, source));
+                    }
+                    Decision::Primary => {
+                        if timed_out {
+                            self.count_timeout(ctx, projection, started, "primary");
                         }
-                    };
-                }
-                Decision::Hold => {
-                    let deadline = *started.get_or_insert_with(Instant::now) + read.max_wait;
-                    if permit.is_none() {
-                        // Before the first wait: let go of hyper's read buffer.
-                        crate::proxy::headers::detach(parts);
-                        let Some(held) = self.registry.try_hold(projection) else {
-                            break Err(GatewayError::HeldReadsFull {
-                                projection: projection.name().to_string(),
-                                limit: self.config.server.max_held_reads,
-                            });
+                        break Ok(Answer::Primary);
+                    }
+                    Decision::AnswerFromCache => {
+                        if let Some(entry) = cached.take() {
+                            break Ok(Answer::Cache(entry));
+                        }
+                        cache = CacheState::Miss;
+                    }
+                    Decision::LookupCache => {
+                        started.get_or_insert_with(Instant::now);
+                        let key = cache_key.as_deref().unwrap_or_default();
+                        let sid = claims.map(|c| c.sid.as_str()).unwrap_or_default();
+                        // Only entries of the caller's identity may answer. Hashed here, at
+                        // the lookup, not per read: a fresh read never consults the cache.
+                        let vary = ctx.route.cache.as_ref().map_or(&[][..], |c| &c.vary[..]);
+                        let identity = self.keys.identity_key().identity(vary, &parts.headers);
+                        // Boxed: the store's lookup future is large and only some routes
+                        // have a cache; every held read would carry it inline.
+                        cache = match Box::pin(self.cache.get(key, sid, &identity)).await {
+                            Ok(Some(entry)) if entry.position.covers(token_required) => {
+                                cached = Some(Box::new(entry));
+                                CacheState::Hit
+                            }
+                            Ok(_) => CacheState::Miss,
+                            Err(e) => {
+                                self.store_error("cache_get", &e);
+                                CacheState::Miss
+                            }
                         };
-                        permit = Some(held);
                     }
-                    match projection.wait_for(&required) {
-                        Wait::Ready(_) => {}
-                        Wait::Pending(waiter) => {
-                            tokio::select! {
-                                _ = waiter => {}
-                                _ = tokio::time::sleep_until(deadline) => timed_out = true,
-                                // Draining: answer now as `on_timeout` says.
-                                _ = self.draining.cancelled() => timed_out = true,
+                    Decision::Hold => {
+                        let deadline = *started.get_or_insert_with(Instant::now) + read.max_wait;
+                        if permit.is_none() {
+                            // Before the first wait: let go of hyper's read buffer.
+                            crate::proxy::headers::detach(parts);
+                            let Some(held) = self.registry.try_hold(projection) else {
+                                break Err(GatewayError::HeldReadsFull {
+                                    projection: projection.name().to_string(),
+                                    limit: self.config.server.max_held_reads,
+                                });
+                            };
+                            permit = Some(held);
+                        }
+                        match projection.wait_for(&required) {
+                            Wait::Ready(_) => {}
+                            Wait::Pending(waiter) => {
+                                tokio::select! {
+                                    _ = waiter => {}
+                                    _ = tokio::time::sleep_until(deadline) => timed_out = true,
+                                    // Draining: answer now as `on_timeout` says.
+                                    _ = self.draining.cancelled() => timed_out = true,
+                                }
                             }
                         }
                     }
-                }
-                Decision::TimedOut => {
-                    self.count_timeout(ctx, projection, started, "error");
-                    let mut frontier = PositionVector::new();
-                    for cp in checkpoints.iter() {
-                        frontier.merge(cp);
+                    Decision::TimedOut => {
+                        self.count_timeout(ctx, projection, started, "error");
+                        let mut frontier = PositionVector::new();
+                        for cp in checkpoints.iter() {
+                            frontier.merge(cp);
+                        }
+                        let eta = projection.eta(&required, Instant::now());
+                        break Err(GatewayError::HoldTimeout {
+                            projection: projection.name().to_string(),
+                            required: required.into_owned(),
+                            checkpoint: frontier.restrict(projection.logs()),
+                            waited: started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
+                            retry_after: eta.unwrap_or(std::time::Duration::from_secs(1)),
+                        });
                     }
-                    let eta = projection.eta(&required, Instant::now());
-                    break Err(GatewayError::HoldTimeout {
-                        projection: projection.name().to_string(),
-                        required: required.into_owned(),
-                        checkpoint: frontier.restrict(projection.logs()),
-                        waited: started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
-                        retry_after: eta.unwrap_or(std::time::Duration::from_secs(1)),
-                    });
+                    Decision::NoPrimary => {
+                        break Err(GatewayError::NoPrimary {
+                            route: ctx.route.name.clone(),
+                        });
+                    }
                 }
-                Decision::NoPrimary => {
-                    break Err(GatewayError::NoPrimary {
-                        route: ctx.route.name.clone(),
-                    });
-                }
-            }
-        };
-        drop(permit);
-        (
-            answer,
-            started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
-        )
+            };
+            drop(permit);
+            (
+                answer,
+                started.map_or(std::time::Duration::ZERO, |s| s.elapsed()),
+            )
+        }
     }
 
     fn level(&self, headers: &http::HeaderMap) -> Result<Level, GatewayError> {

@@ -19,11 +19,14 @@ use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 
-use super::client::{ClientSettings, Outstanding, Pool, SendError};
+use super::client::{ClientSettings, Outstanding, Pool, PooledBody, SendError};
 use super::failures::FailureLog;
 use super::{Body, BoxError};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
+
+/// What one exchange with an instance gives: the response, its body streamed.
+type Exchanged = Result<Response<PooledBody>, SendError>;
 
 /// How much an ejected instance's load counts: more than any real load.
 const EJECTED_LOAD: usize = 1 << 32;
@@ -186,9 +189,22 @@ impl Upstream {
     /// wait for a free connection and for the response headers together.
     pub async fn send(&self, i: usize, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
         let now = Instant::now();
-        self.send_once(i, req, now, now + self.timeout)
+        self.send_once(i, self.exchange(i, req), now, now + self.timeout)
             .await
             .map_err(Failed::into_error)
+    }
+
+    /// The exchange of `req` with instance `i`, not yet started. Boxed: its state
+    /// (the request, the wait for a connection, hyper's send: ~1.4 KB) is allocated
+    /// when a request is forwarded, not carried inline by every request's future,
+    /// held reads included; and the request is moved into the box here, so no
+    /// future above keeps a copy of it.
+    fn exchange(
+        &self,
+        i: usize,
+        req: Request<Body>,
+    ) -> std::pin::Pin<Box<impl Future<Output = Exchanged> + Send + '_>> {
+        Box::pin(self.instances[i].pool.send(req))
     }
 
     /// Sends an idempotent read (`GET`/`HEAD` without a body) to instance `i`; when
@@ -197,8 +213,10 @@ impl Upstream {
     /// the instance that answered (or failed last). Both tries share the upstream's
     /// `timeout`. Other requests are sent once, as [`Upstream::send`] does.
     ///
-    /// Not an `async fn`: the first try's future is made here and holds the request;
-    /// the returned future holds that future, not a second copy of the request.
+    /// Not an `async fn`: the first try's exchange is made (boxed) here and holds the
+    /// request; the returned future holds the box, not a copy of the request, and
+    /// awaits the try from inside (a future captured ready-made is kept twice: as
+    /// the capture and as the awaited copy).
     pub fn send_read<'a>(
         &'a self,
         i: usize,
@@ -221,9 +239,9 @@ impl Upstream {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let first = self.send_once(i, req, now, deadline);
+        let first = self.exchange(i, req);
         async move {
-            let failed = match first.await {
+            let failed = match self.send_once(i, first, now, deadline).await {
                 Ok(resp) => return (i, Ok(resp)),
                 Err(failed) => failed,
             };
@@ -251,26 +269,26 @@ impl Upstream {
         metrics::counter!("tidemark_upstream_retries_total", "upstream" => self.name.clone())
             .increment(1);
         let req = (*copy).map(|()| super::empty());
-        let second = self.send_once(j, req, Instant::now(), deadline).await;
+        let second = self
+            .send_once(j, self.exchange(j, req), Instant::now(), deadline)
+            .await;
         (j, second.map_err(Failed::into_error))
     }
 
-    /// One try on instance `i`, started at `started` (the caller's clock read) and
-    /// bounded by `deadline`: failures are counted, logged (rate-limited) and, for a
-    /// failed connection, eject the instance.
+    /// One try on instance `i` (its `exchange`, from [`Upstream::exchange`]), started
+    /// at `started` (the caller's clock read) and bounded by `deadline`: failures are
+    /// counted, logged (rate-limited) and, for a failed connection, eject the
+    /// instance.
     async fn send_once(
         &self,
         i: usize,
-        req: Request<Body>,
+        exchange: std::pin::Pin<Box<impl Future<Output = Exchanged>>>,
         started: Instant,
         deadline: Instant,
     ) -> Result<Response<Body>, Failed> {
         let instance = &self.instances[i];
         let guard = Outstanding::new(instance.outstanding.clone());
-        // Boxed: the exchange's state (request, connect, handshake: ~2.3 KB) is then
-        // allocated when a read is forwarded, not carried inline by every request's
-        // future, held reads included.
-        let sent = tokio::time::timeout_at(deadline, Box::pin(instance.pool.send(req))).await;
+        let sent = tokio::time::timeout_at(deadline, exchange).await;
         instance
             .metrics
             .duration

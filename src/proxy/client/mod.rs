@@ -221,8 +221,16 @@ impl Pool {
     /// connection when `max_connections` are busy: bound the whole call with the
     /// upstream's `timeout`. A request found not sent on a stale idle connection is
     /// sent again, once, on a new connection.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<PooledBody>, SendError> {
-        self.target.prepare(&mut req).map_err(SendError::Uri)?;
+    ///
+    /// Not an `async fn`: the request is prepared here and the future captures it
+    /// once (an `async fn` keeps its argument and the local it is moved into both,
+    /// 2 x 240 bytes, in a future every forwarded request allocates).
+    pub fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> impl std::future::Future<Output = Result<Response<PooledBody>, SendError>> + Send + '_
+    {
+        let prepared = self.target.prepare(&mut req);
         let upgrade_method = req.method() == Method::CONNECT;
         let sent = if req.body().is_end_stream() {
             None
@@ -232,32 +240,61 @@ impl Pool {
             req = Request::from_parts(parts, body.boxed_unsync());
             Some(sent)
         };
-        let permit = self.shared.acquire().await?;
-        let (mut busy, reused) = match self.shared.checkout(permit).await {
-            Ok(busy) => (busy, true),
-            // Connecting and resending are boxed: the rare paths stay out of the
-            // future every request carries (and that the gateway allocates).
-            Err(Some(permit)) => (Box::pin(self.connect(permit)).await?, false),
-            Err(None) => (
-                Box::pin(self.connect(self.shared.acquire().await?)).await?,
-                false,
-            ),
-        };
-        let Some(sender) = busy.sender() else {
-            return Err(SendError::PoolClosed);
-        };
-        let (busy, resp) = match sender.try_send_request(req).await {
-            Ok(resp) => (busy, resp),
-            Err(mut e) => match (reused, e.take_message()) {
-                // The idle connection closed before the request was written.
-                (true, Some(req)) => Box::pin(self.resend(busy, req)).await?,
-                _ => return Err(SendError::Http(e.into_error())),
-            },
-        };
-        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (upgrade_method && resp.status().is_success());
-        let reusable = !upgraded && !closes(&resp);
-        Ok(resp.map(|body| PooledBody::new(body, busy, reusable, sent)))
+        async move {
+            prepared.map_err(SendError::Uri)?;
+            let permit = self.shared.acquire().await?;
+            let (mut busy, reused) = match self.shared.checkout(permit).await {
+                Ok(busy) => (busy, true),
+                // Connecting and resending are boxed: the rare paths stay out of the
+                // future every request carries (and that the gateway allocates).
+                Err(Some(permit)) => (Box::pin(self.connect(permit)).await?, false),
+                Err(None) => (
+                    Box::pin(self.connect(self.shared.acquire().await?)).await?,
+                    false,
+                ),
+            };
+            let Some(sender) = busy.sender() else {
+                return Err(SendError::PoolClosed);
+            };
+            let tried = sender.try_send_request(req).await;
+            let (busy, resp) = match tried {
+                Ok(resp) => (busy, resp),
+                Err(e) => self.after_failed_send(busy, reused, e)?.await?,
+            };
+            let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                || (upgrade_method && resp.status().is_success());
+            let reusable = !upgraded && !closes(&resp);
+            Ok(resp.map(|body| PooledBody::new(body, busy, reusable, sent)))
+        }
+    }
+
+    /// After a send that failed on `busy`: when the connection was a reused idle one
+    /// that closed before the request was written, the resend of the request on a
+    /// new connection (boxed, and made here, so the failed send, its error and the
+    /// request taken back from it stay out of [`Pool::send`]'s future); else the
+    /// error.
+    #[allow(clippy::type_complexity)]
+    fn after_failed_send(
+        &self,
+        busy: Busy,
+        reused: bool,
+        mut failed: hyper::client::conn::TrySendError<Request<Body>>,
+    ) -> Result<
+        std::pin::Pin<
+            Box<
+                impl std::future::Future<
+                        Output = Result<(Busy, Response<hyper::body::Incoming>), SendError>,
+                    > + Send
+                    + '_,
+            >,
+        >,
+        SendError,
+    > {
+        match (reused, failed.take_message()) {
+            // The idle connection closed before the request was written.
+            (true, Some(req)) => Ok(Box::pin(self.resend(busy, req))),
+            _ => Err(SendError::Http(failed.into_error())),
+        }
     }
 
     /// Sends `req` again on a new connection, with the permit of `busy` (whose idle
