@@ -195,7 +195,7 @@ impl Upstream {
     }
 
     /// The exchange of `req` with instance `i`, not yet started. Boxed: its state
-    /// (the request, the wait for a connection, hyper's send: ~1.4 KB) is allocated
+    /// (the request, the wait for a connection, hyper's send: 912 bytes) is allocated
     /// when a request is forwarded, not carried inline by every request's future,
     /// held reads included; and the request is moved into the box here, so no
     /// future above keeps a copy of it.
