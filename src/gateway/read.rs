@@ -111,7 +111,8 @@ impl Gateway {
                         &client,
                         claims,
                         &projection,
-                        (Source::Cache, held),
+                        Source::Cache,
+                        held,
                         resp,
                         Some(advance),
                     );
@@ -172,7 +173,8 @@ impl Gateway {
                 &client,
                 claims,
                 &projection,
-                (source, held),
+                source,
+                held,
                 resp,
                 advance,
             ))
@@ -189,7 +191,8 @@ impl Gateway {
         client: &super::ClientToken,
         claims: Option<Arc<Claims>>,
         projection: &Projection,
-        (source, held): (Source, std::time::Duration),
+        source: Source,
+        held: std::time::Duration,
         mut resp: Response<Body>,
         advance: Option<PositionVector>,
     ) -> Response<Body> {
