@@ -16,6 +16,7 @@ use http::Method;
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::cap::{self, CpuCap};
 use crate::gateway::{self, GatewaySpec};
 use crate::generator::{self, RunResult, Target};
 use crate::procs::{self, Proc};
@@ -40,6 +41,11 @@ pub struct FreshArgs {
     /// Leave out the `wrk` cross-check.
     #[arg(long)]
     pub skip_wrk: bool,
+    /// The proxy-bound maxima: each proxy in turn capped at this fraction of its core
+    /// (a cgroup CPU quota; needs root), loaded by the closed loop and by `wrk`, so
+    /// the proxy fills its cap while the tool's core has room. 0 leaves them out.
+    #[arg(long, default_value_t = 0.6)]
+    pub cpu_cap: f64,
     /// Seconds per measured run.
     #[arg(long, default_value_t = 4.0)]
     pub duration_s: f64,
@@ -77,6 +83,8 @@ struct TargetFigures {
     bound_runs: Vec<String>,
     /// The same target loaded by `wrk -t1` with as many connections.
     wrk: Option<WrkFigures>,
+    /// The proxy capped at `--cpu-cap` of its core: the proxy-bound maxima.
+    capped: Option<CappedFigures>,
     /// Keyed by the load level (`50%`, `90%`).
     open: BTreeMap<String, OpenFigures>,
 }
@@ -92,6 +100,28 @@ struct WrkFigures {
     p50_us_median: f64,
     p99_us_median: f64,
     errors: u64,
+}
+
+/// One load of the capped runs (the closed loop or `wrk`), medians.
+#[derive(Debug, Default, Serialize)]
+struct CappedLoad {
+    rps_median: f64,
+    rps_runs: Vec<f64>,
+    proxy_cpu_us_per_req_median: f64,
+    /// The proxy's CPU over wall time, as a fraction of its cap (1.00: the cap full).
+    cap_used_median: f64,
+    throttled_fraction_median: f64,
+    tool_core_busy_median: f64,
+    bound_runs: Vec<String>,
+    errors: u64,
+}
+
+/// The proxy-bound maxima of one proxy (`--cpu-cap`).
+#[derive(Debug, Default, Serialize)]
+struct CappedFigures {
+    cpu_cap: f64,
+    closed: CappedLoad,
+    wrk: Option<CappedLoad>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -126,6 +156,8 @@ struct FreshReport {
     runs: Vec<RunResult>,
     redis: Option<RedisFigures>,
     source_check: BTreeMap<String, String>,
+    /// How the proxies were capped for the proxy-bound maxima, or why they were not.
+    cap: String,
 }
 
 struct Proxied {
@@ -428,33 +460,22 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                     continue;
                 }
                 eprintln!("fresh: wrk {} (run {})", p.target.name, rep + 1);
-                let mut failed = None;
-                let r = measure(p.pid, cores, || async {
-                    match wrk::run(
-                        &p.target.name,
-                        p.target.addr,
-                        &p.target.path,
-                        &p.target.headers,
-                        args.connections,
-                        duration,
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            failed = Some(e);
-                            RunResult::default()
-                        }
-                    }
-                })
-                .await;
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                runs.push(r);
+                runs.push(wrk_run(p, cores, args.connections, duration).await?);
             }
         }
     }
+    // The proxy-bound maxima: each proxy capped in turn, the same two loads.
+    let cap_note = if args.cpu_cap > 0.0 {
+        match capped_runs(&targets, &args, cores, duration, &mut runs).await {
+            Ok(note) => note,
+            Err(e) => {
+                eprintln!("fresh: no capped runs: {e}");
+                format!("not run: {e}")
+            }
+        }
+    } else {
+        "not run (--cpu-cap 0)".to_owned()
+    };
     let nginx_max = median(
         &runs
             .iter()
@@ -542,6 +563,17 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
                 errors: by_wrk.iter().map(|r| r.errors).sum(),
             });
         }
+        let capped = |mode: &str| -> Vec<&RunResult> {
+            mine.iter().filter(|r| r.mode == mode).copied().collect()
+        };
+        let (closed, by_wrk) = (capped("closed capped"), capped("wrk capped"));
+        if !closed.is_empty() {
+            f.capped = Some(CappedFigures {
+                cpu_cap: args.cpu_cap,
+                closed: capped_load(&closed, args.cpu_cap),
+                wrk: (!by_wrk.is_empty()).then(|| capped_load(&by_wrk, args.cpu_cap)),
+            });
+        }
         f.proxy_cpu_us_per_req_median = median(
             &max.iter()
                 .map(|r| r.proxy_cpu_us_per_req)
@@ -601,6 +633,7 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
         runs,
         redis: redis_figures,
         source_check,
+        cap: cap_note,
     };
     write_json(&args.out, &report)?;
     drop(redis_gw);
@@ -612,6 +645,120 @@ pub async fn run(args: FreshArgs) -> Result<(), String> {
     drop(tidemark);
     drop(backend);
     Ok(())
+}
+
+/// One `wrk` run against `p`, measured.
+async fn wrk_run(
+    p: &Proxied,
+    cores: (usize, usize),
+    connections: usize,
+    duration: Duration,
+) -> Result<RunResult, String> {
+    let mut failed = None;
+    let r = measure(p.pid, cores, || async {
+        match wrk::run(
+            &p.target.name,
+            p.target.addr,
+            &p.target.path,
+            &p.target.headers,
+            connections,
+            duration,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                failed = Some(e);
+                RunResult::default()
+            }
+        }
+    })
+    .await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(r),
+    }
+}
+
+/// The capped maxima (`--cpu-cap`): for each proxy (not `tidemark-redis`, whose Redis
+/// shares the tool's core), every repeat, a closed-loop run and a `wrk` run with the
+/// proxy's processes in a cgroup capped at `cpu_cap` of a core. Each run records the
+/// cap, the share of periods the kernel throttled the proxy, and which side bound it
+/// (the proxy when it used >= 95% of its cap and the tool core was under 95%). Returns
+/// how the proxies were capped.
+async fn capped_runs(
+    targets: &[Proxied],
+    args: &FreshArgs,
+    cores: (usize, usize),
+    duration: Duration,
+    runs: &mut Vec<RunResult>,
+) -> Result<String, String> {
+    let mut cap = CpuCap::new("proxy", args.cpu_cap)?;
+    let note = format!(
+        "{} = {:.0} of every {} µs ({:.2} of a core)",
+        cap.kind(),
+        args.cpu_cap * cap.period_us() as f64,
+        cap.period_us(),
+        args.cpu_cap
+    );
+    for rep in 0..args.repeats {
+        for p in targets {
+            let Some(pid) = p.pid else { continue };
+            if p.target.name == "tidemark-redis" {
+                continue;
+            }
+            cap.enter(&procs::family(pid))?;
+            for mode in ["closed", "wrk"] {
+                if mode == "wrk" && args.skip_wrk {
+                    continue;
+                }
+                eprintln!(
+                    "fresh: capped at {:.2} of a core, {mode} {} (run {})",
+                    args.cpu_cap,
+                    p.target.name,
+                    rep + 1
+                );
+                let before = cap.throttle();
+                let mut r = if mode == "closed" {
+                    measure(p.pid, cores, || {
+                        generator::closed_loop(&p.target, duration, args.connections, 50_000_000)
+                    })
+                    .await
+                } else {
+                    match wrk_run(p, cores, args.connections, duration).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            cap.leave();
+                            return Err(e);
+                        }
+                    }
+                };
+                r.throttled_fraction = cap::throttled_fraction(before, cap.throttle());
+                r.cpu_cap = args.cpu_cap;
+                r.bound = cores::bound(r.proxy_share / args.cpu_cap, r.tool_core_busy).to_owned();
+                r.mode = format!("{mode} capped");
+                runs.push(r);
+            }
+            cap.leave();
+        }
+    }
+    Ok(note)
+}
+
+/// Medians of the capped runs of one load.
+fn capped_load(runs: &[&RunResult], cpu_cap: f64) -> CappedLoad {
+    let med =
+        |g: &dyn Fn(&RunResult) -> f64| median(&runs.iter().map(|r| g(r)).collect::<Vec<_>>());
+    CappedLoad {
+        rps_runs: runs.iter().map(|r| r.achieved_rps).collect(),
+        rps_median: med(&|r| r.achieved_rps),
+        proxy_cpu_us_per_req_median: med(&|r| r.proxy_cpu_us_per_req),
+        cap_used_median: med(&|r| r.proxy_share / cpu_cap),
+        throttled_fraction_median: med(&|r| r.throttled_fraction),
+        tool_core_busy_median: med(&|r| r.tool_core_busy),
+        bound_runs: runs.iter().map(|r| r.bound.clone()).collect(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
 }
 
 /// Starts `tidemark-load floor-proxy` (this same binary) pinned to `core`.

@@ -76,8 +76,16 @@ pub struct RunResult {
     pub proxy_core_busy: f64,
     /// How busy the core of the load generator and upstream was, 0..1.
     pub tool_core_busy: f64,
-    /// Which core limited the run: `proxy`, `tool`, `both` or `neither`.
+    /// Which core limited the run: `proxy`, `tool`, `both` or `neither` (a capped
+    /// run's proxy is full at its cap).
     pub bound: String,
+    /// The proxy's CPU cap during the run, a fraction of one core (0: none).
+    #[serde(default)]
+    pub cpu_cap: f64,
+    /// Capped runs: the fraction of the cap's periods in which the kernel throttled
+    /// the proxy (near 1: the cap was what limited it).
+    #[serde(default)]
+    pub throttled_fraction: f64,
     /// Run's histogram (merged by scenarios), not serialised.
     #[serde(skip)]
     pub hist: Option<Histogram<u64>>,

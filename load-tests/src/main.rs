@@ -10,6 +10,7 @@
 //! - [`backend`], [`gateway`], [`nginx`], [`redis`], [`procs`], [`net`]: the pieces.
 
 mod backend;
+mod cap;
 mod cores;
 mod floor;
 mod fresh;

@@ -156,6 +156,7 @@ fn fresh_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &
             w["errors"].as_u64().unwrap_or(0)
         );
     }
+    capped_table(&d, &targets, md);
     let _ = writeln!(
         md,
         "\n### This tool's closed loop and open loop\n\n\
@@ -230,15 +231,42 @@ fn fresh_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &
             ),
             verdict(cpu <= 1.5),
         ));
-        goals.push((
-            "Fresh-read throughput >= 0.8x nginx's and >= 0.9x hyper-floor's (wrk)".into(),
-            format!(
-                "{:.0} req/s: {rps_nginx:.2}x nginx, {rps_floor:.2}x hyper-floor (bound: {})",
-                f(&tw["rps_median"]),
-                bounds(&tw["bound_runs"])
-            ),
-            verdict(rps_nginx >= 0.8 && rps_floor >= 0.9),
-        ));
+        // The throughput goal is judged on proxy-bound maxima: the capped runs where
+        // they were made, else the full-core ones (whatever bound them, as shown).
+        let capped = |t: &Value, load: &str| f(&t["capped"][load]["rps_median"]);
+        if !tm["capped"].is_null() && !nginx["capped"].is_null() && !floor["capped"].is_null() {
+            for (load, label) in [("wrk", "wrk"), ("closed", "closed loop")] {
+                if tm["capped"][load].is_null() {
+                    continue;
+                }
+                let (n, fl) = (
+                    capped(tm, load) / capped(nginx, load),
+                    capped(tm, load) / capped(floor, load),
+                );
+                goals.push((
+                    format!(
+                        "Fresh-read throughput >= 0.8x nginx's and >= 0.9x hyper-floor's, proxy-bound ({label}, each capped at {:.2} of a core)",
+                        f(&tm["capped"]["cpu_cap"])
+                    ),
+                    format!(
+                        "{:.0} req/s: {n:.2}x nginx, {fl:.2}x hyper-floor (bound: {})",
+                        capped(tm, load),
+                        bounds(&tm["capped"][load]["bound_runs"])
+                    ),
+                    verdict(n >= 0.8 && fl >= 0.9),
+                ));
+            }
+        } else {
+            goals.push((
+                "Fresh-read throughput >= 0.8x nginx's and >= 0.9x hyper-floor's (wrk)".into(),
+                format!(
+                    "{:.0} req/s: {rps_nginx:.2}x nginx, {rps_floor:.2}x hyper-floor (bound: {})",
+                    f(&tw["rps_median"]),
+                    bounds(&tw["bound_runs"])
+                ),
+                verdict(rps_nginx >= 0.8 && rps_floor >= 0.9),
+            ));
+        }
     } else {
         md.push('\n');
     }
@@ -282,6 +310,69 @@ fn fresh_section(dir: &Path, md: &mut String, goals: &mut Vec<(String, String, &
             .collect();
         let _ = writeln!(md, "Answer check before the runs: {}.\n", seen.join("; "));
     }
+}
+
+/// The proxy-bound maxima (`fresh --cpu-cap`): each proxy capped at a fraction of its
+/// core, both generators, with the ratios to nginx and hyper-floor.
+fn capped_table(d: &Value, targets: &serde_json::Map<String, Value>, md: &mut String) {
+    let note = d["cap"].as_str().unwrap_or("not run (an older fresh.json)");
+    let Some(cap) = targets
+        .values()
+        .find_map(|t| t["capped"]["cpu_cap"].as_f64())
+    else {
+        let _ = writeln!(md, "\n### Proxy-bound maxima\n\nNot measured: {note}.\n");
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n### Proxy-bound maxima: each proxy capped at {cap:.2} of its core\n\n\
+         On two cores the proxy needs about as much CPU per request as the generator and the origin \
+         together, so with a whole core each both sides fill at once (the tables below: *both*). Here each \
+         proxy in turn runs in a cgroup with a CPU quota ({note}): it fills its quota (*cap used* ~1.00, \
+         *throttled*: the share of quota periods in which the kernel stopped it) while the tool's core has \
+         room, so the maximum is the proxy's, and two proxies' maxima compare their work per request. \
+         *bound* is `proxy` when the cap was >= 95% used and the tool core under 95%.\n\n\
+         | target | load | req/s (median) | runs | vs nginx | vs hyper-floor | proxy CPU µs/req | cap used | throttled | tool core | bound | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for load in ["wrk", "closed"] {
+        let base = |name: &str| {
+            f(&targets
+                .get(name)
+                .map_or(Value::Null, |t| t["capped"][load]["rps_median"].clone()))
+        };
+        let (nginx, floor) = (base("nginx"), base("hyper-floor"));
+        for (name, t) in targets {
+            let c = &t["capped"][load];
+            if c.is_null() {
+                continue;
+            }
+            let runs: Vec<String> = c["rps_runs"]
+                .as_array()
+                .map(|a| a.iter().map(|v| format!("{:.0}", f(v))).collect())
+                .unwrap_or_default();
+            let bound: Vec<&str> = c["bound_runs"]
+                .as_array()
+                .map(|a| a.iter().map(|b| b.as_str().unwrap_or("?")).collect())
+                .unwrap_or_default();
+            let rps = f(&c["rps_median"]);
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {rps:.0} | {} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% | {} | {} |",
+                if load == "wrk" { "wrk" } else { "closed loop" },
+                runs.join(", "),
+                rps / nginx,
+                rps / floor,
+                f(&c["proxy_cpu_us_per_req_median"]),
+                f(&c["cap_used_median"]),
+                f(&c["throttled_fraction_median"]),
+                f(&c["tool_core_busy_median"]) * 100.0,
+                bound.join(", "),
+                c["errors"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    md.push('\n');
 }
 
 fn curve(v: &Value) -> Vec<(f64, u64)> {
