@@ -484,12 +484,14 @@ impl Gateway {
     /// Client request -> upstream request headers: hop-by-hop and upstream-only
     /// headers removed, forwarding headers set, `Host` left to the upstream URI.
     fn prepare_request(&self, parts: &mut Parts, peer: SocketAddr, keep_upgrade: bool) {
-        // Room for what is added below and upstream (`X-Forwarded-*`, the minimum
-        // position, `Host`): the map grows once, not twice. (`try_`: a map already at
-        // its size limit is left as it is; inserting then fails the usual way.)
-        let _ = parts.headers.try_reserve(5);
-        // Taken out at once (the upstream's `Host` comes from its URI): one lookup.
-        let host = parts.headers.remove(HOST).or_else(|| {
+        // No `try_reserve` for what is added below: the map hyper parses into is the
+        // connection's last one, cleared, and has the room (reserving cost ~86
+        // instructions per read and saved no growth).
+        // The client's `Host` (for `X-Forwarded-Host`) is read by a scan and left in
+        // place: the pool overwrites its value with the instance's own
+        // ([`crate::proxy::client`]), instead of a removal here and an insertion
+        // there (two lookups, ~500 instructions per read).
+        let host = headers::find(&parts.headers, &HOST).cloned().or_else(|| {
             parts
                 .uri
                 .authority()

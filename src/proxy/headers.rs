@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, UPGRADE};
+use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, plus the obsolete `Keep-Alive` and
@@ -44,73 +44,94 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// is then rewritten to exactly `upgrade` and the other headers it named are still
 /// removed. `keep_upgrade` does nothing unless the message [`is_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none (or only `Connection: keep-alive`): one pass over the
-    // names, then only the names present are removed (a removal hashes the name).
-    // The `Connection` items are split once (no allocation for the usual few), and
-    // each name is compared with them. No allocation for a handful of doomed names.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds which of `HOP_BY_HOP` are present (as bits of
+    // their indices): most messages carry none, or only `Connection`. Only those
+    // present are removed (a removal hashes the name).
+    let mut present = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = hop_by_hop_index(k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let upgrade = keep_upgrade && is_upgrade(headers);
-    let mut items: [&[u8]; 8] = [&[]; 8];
-    let mut n_items = 0;
-    for item in connection_tokens(headers) {
-        if let Some(slot) = items.get_mut(n_items) {
-            *slot = item;
-        }
-        n_items += 1;
+    let connection = present & (1 << CONNECTION_BIT) != 0;
+    let upgrade =
+        keep_upgrade && connection && present & (1 << UPGRADE_BIT) != 0 && is_upgrade(headers);
+    if upgrade {
+        present &= !((1 << CONNECTION_BIT) | (1 << UPGRADE_BIT));
     }
-    let listed = |name: &HeaderName| {
-        let name = name.as_str().as_bytes();
-        let is_name = |t: &[u8]| t.eq_ignore_ascii_case(name);
-        if n_items > items.len() {
-            return connection_tokens(headers).any(is_name);
-        }
-        items[..n_items].iter().any(|t| is_name(t))
-    };
-    let mut doomed: [Option<HeaderName>; 8] = Default::default();
-    let mut more: Vec<HeaderName> = Vec::new();
-    let mut n = 0;
-    for k in headers.keys() {
-        let kept = upgrade && (*k == CONNECTION || *k == UPGRADE);
-        if !kept && (is_hop_by_hop(k) || (n_items > 0 && listed(k))) {
-            match doomed.get_mut(n) {
-                Some(slot) => *slot = Some(k.clone()),
-                None => more.push(k.clone()),
+    // The other headers `Connection` names: its items that are not hop-by-hop names
+    // themselves (those go, or stay with an upgrade, as above). Usually none (`close`,
+    // `keep-alive`, `upgrade`) is present, and one pass comparing texts finds that.
+    let mut doomed: smallvec::SmallVec<[HeaderName; 4]> = smallvec::SmallVec::new();
+    if connection {
+        let items: smallvec::SmallVec<[&[u8]; 8]> = connection_tokens(headers)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
+            })
+            .collect();
+        if !items.is_empty() {
+            for k in headers.keys() {
+                let name = k.as_str().as_bytes();
+                if items.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                    doomed.push(k.clone());
+                }
             }
-            n += 1;
         }
     }
-    for name in doomed.into_iter().flatten().chain(more) {
-        headers.remove(&name);
+    let mut bits = present;
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if let Some(name) = HOP_NAMES.get(i) {
+            headers.remove(name);
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
-/// `Keep-Alive` (not one of the `http` crate's standard names).
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-/// `Proxy-Connection` (likewise).
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// [`HOP_BY_HOP`] as names, in the same order (a name's index is its bit in
+/// [`strip_hop_by_hop`]).
+static HOP_NAMES: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    UPGRADE,
+];
+/// The indices of `Connection` and `Upgrade` in [`HOP_BY_HOP`].
+const CONNECTION_BIT: usize = 0;
+const UPGRADE_BIT: usize = 8;
 
-/// One of [`HOP_BY_HOP`]. Compared as names (a standard name is an enum: one
-/// comparison), not as text: every name of every message passes here.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING};
-    [
-        CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-    ]
-    .iter()
-    .any(|h| h == name)
-        || *name == KEEP_ALIVE
-        || *name == PROXY_CONNECTION
+/// The index in [`HOP_BY_HOP`] of `name`, if it is one. Every name of every message
+/// passes here: a match on its text (a name is lowercase) costs a length comparison
+/// per arm for most names, and no hashing.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "trailer" => Some(6),
+        "transfer-encoding" => Some(7),
+        "upgrade" => Some(8),
+        _ => None,
+    }
 }
 
 /// Removes every header in `names` (all of its values). Usually none is present: a
@@ -123,6 +144,12 @@ pub fn strip(headers: &mut HeaderMap, names: &[HeaderName]) {
         headers.remove(name);
     }
 }
+
+/// The names compared with every request header's ([`set_forwarded`]): statics, so
+/// no constant is made and dropped per comparison.
+static FORWARDED_NAME: HeaderName = FORWARDED;
+static X_FORWARDED_PROTO_NAME: HeaderName = X_FORWARDED_PROTO;
+static X_FORWARDED_HOST_NAME: HeaderName = X_FORWARDED_HOST;
 
 /// Sets `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` for a request
 /// from `peer` over `proto` (`http`/`https`) for `host`. With `trusted_hops == 0`
@@ -148,7 +175,21 @@ pub fn set_forwarded(
         other => HeaderValue::from_str(other).ok(),
     };
     if trusted_hops == 0 {
-        strip(headers, &[FORWARDED, X_FORWARDED_PROTO, X_FORWARDED_HOST]);
+        // What the client sent is replaced: an `insert` replaces every line of its
+        // name, so only what is not set again is stripped (one pass, no hashing).
+        let (no_proto, no_host) = (proto.is_none(), host.is_none());
+        let doomed = |k: &HeaderName| {
+            *k == FORWARDED_NAME
+                || (no_proto && *k == X_FORWARDED_PROTO_NAME)
+                || (no_host && *k == X_FORWARDED_HOST_NAME)
+        };
+        if headers.keys().any(doomed) {
+            let names: smallvec::SmallVec<[HeaderName; 3]> =
+                headers.keys().filter(|k| doomed(k)).cloned().collect();
+            for name in &names {
+                headers.remove(name);
+            }
+        }
         headers.insert(X_FORWARDED_FOR, peer_value(peer));
         if let Some(proto) = proto {
             headers.insert(X_FORWARDED_PROTO, proto);
@@ -230,6 +271,24 @@ pub fn detach(parts: &mut http::request::Parts) {
     parts.headers = headers;
     if let Ok(uri) = parts.uri.to_string().parse::<http::Uri>() {
         parts.uri = uri;
+    }
+}
+
+/// Sets `Host` to `value`, one line, whatever the map held: a `Host` present once (a
+/// forwarded client request keeps its own until here) has its value replaced in
+/// place, found by a scan (no hashing, no removal); otherwise the map's lookup.
+pub fn set_host(headers: &mut HeaderMap, value: &HeaderValue) {
+    let mut lines = 0;
+    for (k, v) in headers.iter_mut() {
+        if *k == HOST {
+            lines += 1;
+            if lines == 1 {
+                *v = value.clone();
+            }
+        }
+    }
+    if lines != 1 {
+        headers.insert(HOST, value.clone());
     }
 }
 
@@ -575,6 +634,125 @@ mod tests {
         assert!(h.is_empty(), "{h:?}");
     }
 
+    #[test]
+    fn hop_names_follow_the_hop_by_hop_list() {
+        assert_eq!(HOP_NAMES.len(), HOP_BY_HOP.len());
+        for (i, (name, text)) in HOP_NAMES.iter().zip(HOP_BY_HOP).enumerate() {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(hop_by_hop_index(name), Some(i), "{text}");
+            let parsed = HeaderName::from_bytes(text.to_uppercase().as_bytes()).unwrap();
+            assert_eq!(hop_by_hop_index(&parsed), Some(i), "{text} parsed");
+        }
+        assert_eq!(HOP_BY_HOP[CONNECTION_BIT], "connection");
+        assert_eq!(HOP_BY_HOP[UPGRADE_BIT], "upgrade");
+        for (name, _) in END_TO_END {
+            assert_eq!(hop_by_hop_index(&HeaderName::from_static(name)), None);
+        }
+        for name in [
+            "x-connection",
+            "connections",
+            "tee",
+            "trailers",
+            "upgrade-insecure-requests",
+        ] {
+            assert_eq!(
+                hop_by_hop_index(&HeaderName::from_static(name)),
+                None,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_named_in_connection_goes_with_the_hop_by_hop_ones() {
+        // As an upstream answers: `Connection: close` plus a header it names.
+        let mut h = map(&[
+            ("server", "nginx"),
+            ("content-type", "application/json"),
+            ("connection", "close, X-Internal"),
+            ("x-internal", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["content-length", "content-type", "server"]);
+
+        // `Connection: keep-alive` alone, the usual answer: only it goes.
+        let mut h = map(&[("date", "x"), ("connection", "keep-alive"), ("server", "s")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["date", "server"]);
+    }
+
+    #[test]
+    fn a_connection_item_naming_a_kept_upgrade_header_keeps_it() {
+        let mut h = map(&[
+            ("connection", "Upgrade, Connection, Keep-Alive, x-hop"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+            ("x-hop", "1"),
+            ("x-end", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(all(&h, "connection"), ["upgrade"]);
+        assert_eq!(names(&h), ["connection", "upgrade", "x-end"]);
+    }
+
+    // ---- set_host ----
+
+    #[test]
+    fn set_host_gives_the_upstream_authority_whatever_was_there() {
+        let upstream = HeaderValue::from_static("10.0.0.5:8080");
+        for pairs in [
+            &[][..],
+            &[("host", "api.example")][..],
+            &[("accept", "*/*"), ("host", "api.example"), ("cookie", "a")][..],
+            &[
+                ("host", "a.example"),
+                ("host", "b.example"),
+                ("accept", "*/*"),
+            ][..],
+        ] {
+            let mut h = map(pairs);
+            let others = h.len() - h.get_all("host").iter().count();
+            set_host(&mut h, &upstream);
+            assert_eq!(all(&h, "host"), ["10.0.0.5:8080"], "{pairs:?}");
+            assert_eq!(h.len(), others + 1, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn a_forwarded_request_keeps_the_clients_host_only_in_x_forwarded_host() {
+        // What the gateway does to a request: the client's `Host` read, hop-by-hop
+        // and upstream-only headers stripped, `X-Forwarded-*` set, then the pool's
+        // `Host`.
+        let mut h = map(&[
+            ("host", "api.example"),
+            ("connection", "keep-alive, x-trace"),
+            ("x-trace", "1"),
+            ("write-position", "users=9"),
+            ("x-forwarded-host", "evil.example"),
+            ("consistency-token", "t"),
+        ]);
+        let client_host = find(&h, &HOST).cloned();
+        strip_hop_by_hop(&mut h, false);
+        strip(&mut h, &[HeaderName::from_static("write-position")]);
+        set_forwarded(&mut h, PEER, "http", client_host, 0);
+        set_host(&mut h, &HeaderValue::from_static("origin:81"));
+        assert_eq!(all(&h, "host"), ["origin:81"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+        assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(
+            names(&h),
+            [
+                "consistency-token",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+    }
+
     // ---- strip ----
 
     #[test]
@@ -624,6 +802,25 @@ mod tests {
         assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
         assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
         assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn no_trusted_hops_replace_every_line_and_keep_the_rest() {
+        let mut h = spoofed();
+        h.append("x-forwarded-proto", HeaderValue::from_static("ftp"));
+        h.append("forwarded", HeaderValue::from_static("for=2.2.2.2"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        set_forwarded(&mut h, PEER, "https", host("api.example"), 0);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+        assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(all(&h, "accept"), ["*/*"]);
+        assert_eq!(h.len(), 4);
+
+        // An unusable proto and no host: the client's lines of both still go.
+        let mut h = spoofed();
+        set_forwarded(&mut h, PEER, "ht\ntp", None, 0);
+        assert_eq!(names(&h), ["x-forwarded-for"]);
     }
 
     #[test]

@@ -24,7 +24,6 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HOST;
 use http::uri::{Authority, InvalidUri, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
@@ -172,16 +171,15 @@ impl Target {
         }
     }
 
-    /// Origin-form URI (base path, then the request's path and query) and `Host`.
+    /// Origin-form URI (base path, then the request's path and query) and `Host`
+    /// (the instance's, whatever the request carried).
     fn prepare(&self, req: &mut Request<Body>) -> Result<(), InvalidUri> {
         let uri = match (req.method(), &self.authority) {
             (&Method::CONNECT, Some(authority)) => Uri::from(authority.clone()),
             _ => upstream_uri(&self.base_path, req.uri().path_and_query())?,
         };
         *req.uri_mut() = uri;
-        req.headers_mut()
-            .entry(HOST)
-            .or_insert_with(|| self.host_header.clone());
+        crate::proxy::headers::set_host(req.headers_mut(), &self.host_header);
         Ok(())
     }
 }
