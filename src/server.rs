@@ -25,6 +25,7 @@
 //! times out: see [`tunnel`].
 
 mod activity;
+mod arms;
 mod head_timer;
 pub mod tunnel;
 
@@ -32,6 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -52,6 +54,7 @@ use tokio_util::task::TaskTracker;
 use crate::proxy::{headers, Body};
 use crate::tls::TlsSource;
 use activity::{Activity, InFlight, Watched};
+use arms::Arms;
 use head_timer::{HeadTimer, Observed};
 use tunnel::{ClientConn, TunnelSlot};
 
@@ -423,6 +426,16 @@ impl Conn {
     }
 }
 
+/// What woke [`drive`]'s loop.
+enum Watch<E> {
+    /// The connection ended.
+    Ended(Result<(), E>),
+    /// The drain began.
+    Drain,
+    /// The look timer fired.
+    Look,
+}
+
 /// Drives `conn` to its end under the watchdog: closed when the client sent no byte by
 /// the first-byte deadline or did not complete an HTTP/1.1 request head within
 /// `header_read_timeout` ([`head_timer`]), shut down gracefully (`shutdown`) when the
@@ -446,28 +459,51 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let name = shared.name;
-    tokio::pin!(conn);
-    // Few locals: this future is every connection's (a held HTTP/1.1 read's included).
     let mut check = shared
         .first_byte_by(activity)
         .min(activity.start() + shared.look_every());
+    // The watchdog's arms, polled only when one of them woke the task ([`arms`]), not
+    // at every wake of the connection as a `select!` would.
+    let arms = Arms::new();
+    let drain = shared.drain.cancelled();
+    let look = tokio::time::sleep_until(check);
+    tokio::pin!(conn, drain, look);
+    // Few locals: this future is every connection's (a held HTTP/1.1 read's included).
     let mut closing = false;
     // The movement count at the last look, and since when (nanoseconds from the
     // start) it has not changed.
     let (mut seen_moved, mut idle_since) = (activity.moved(), 0u64);
     let result = loop {
-        // Keeps `activity`'s head deadline up to date (see [`head_timer`]).
-        let observed = Observed {
-            conn: conn.as_mut(),
-            activity,
-        };
-        tokio::select! {
-            result = observed => break result,
-            () = shared.drain.cancelled(), if !closing => {
+        let event = std::future::poll_fn(|cx| {
+            // Keeps `activity`'s head deadline up to date (see [`head_timer`]).
+            let mut observed = Observed {
+                conn: conn.as_mut(),
+                activity,
+            };
+            if let Poll::Ready(result) = std::pin::Pin::new(&mut observed).poll(cx) {
+                return Poll::Ready(Watch::Ended(result));
+            }
+            // Once closing, the drain and the looks have nothing more to do.
+            if closing || !arms.due(cx) {
+                return Poll::Pending;
+            }
+            let mut arm_cx = arms.context();
+            if drain.as_mut().poll(&mut arm_cx).is_ready() {
+                return Poll::Ready(Watch::Drain);
+            }
+            if look.as_mut().poll(&mut arm_cx).is_ready() {
+                return Poll::Ready(Watch::Look);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Watch::Ended(result) => break result,
+            Watch::Drain => {
                 shutdown(conn.as_mut());
                 closing = true;
             }
-            () = tokio::time::sleep_until(check), if !closing => {
+            Watch::Look => {
                 let now = Instant::now();
                 if !activity.read_any() && now >= shared.first_byte_by(activity) {
                     tracing::debug!(listener = name, %peer, "no byte within header_read_timeout; closed");
@@ -498,6 +534,9 @@ async fn drive<C, E>(
                 if let Some(by) = activity.head() {
                     check = check.min(by);
                 }
+                look.as_mut().reset(check);
+                // The reset timer registers at its next poll.
+                arms.rearm();
             }
         }
     };
