@@ -76,15 +76,19 @@ projection = "users"
 }
 
 /// Ten reads, one after the other: all answered 200 by `b`, each within
-/// `connect_timeout` + 2 s.
-async fn ten_reads(gw: &TestGateway) {
+/// `connect_timeout` + 2 s, and with `b`'s own `Host` (the first, retried from `a`,
+/// included), not the client's or `a`'s.
+async fn ten_reads(gw: &TestGateway, good: &Upstream) {
     let client = http();
     for n in 0..10 {
         let started = Instant::now();
-        let r = client.get(&gw.url(&format!("/users/{n}")), &[]).await;
+        let r = client
+            .get(&gw.url(&format!("/users/{n}")), &[("host", "app.example")])
+            .await;
         let took = started.elapsed();
         assert_eq!(r.status, StatusCode::OK, "read {n}: {}", r.text());
         assert_eq!(r.json()["upstream"], "view");
+        assert_eq!(r.json()["host"], good.addr.to_string(), "read {n}");
         assert!(took < Duration::from_millis(2500), "read {n} took {took:?}");
     }
 }
@@ -94,7 +98,7 @@ async fn reads_survive_a_black_holed_replica() {
     let (bad, _listener, _fillers) = black_hole().await;
     let good = Upstream::start("view").await;
     let gw = TestGateway::start(config(&toml("black-holed", bad, &good), &[])).await;
-    ten_reads(&gw).await;
+    ten_reads(&gw, &good).await;
     let metrics = http().get(&gw.admin_url("/metrics"), &[]).await.text();
     assert!(
         metrics.contains(r#"tidemark_upstream_errors_total{upstream="black-holed",instance="a",kind="connect"} 1"#),
@@ -107,7 +111,7 @@ async fn reads_survive_a_replica_that_resets_connections() {
     let bad = resetter().await;
     let good = Upstream::start("view").await;
     let gw = TestGateway::start(config(&toml("resetting", bad, &good), &[])).await;
-    ten_reads(&gw).await;
+    ten_reads(&gw, &good).await;
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// An upstream answering every request with JSON naming itself, the path, the body's
-/// length and the `X-Forwarded-Proto` it got; writes
+/// length and the `Host` and `X-Forwarded-Proto` it got; writes
 /// (any method but GET/HEAD) also carry `Write-Position: users=N` (and `"write": N`),
 /// N counting up from 1.
 /// Paths under `/slow` wait for [`Upstream::release`] before answering.
@@ -118,7 +118,12 @@ async fn answer(
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut body = serde_json::json!({"upstream": name, "path": parts.uri.path(), "body_len": len, "forwarded_proto": proto});
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut body = serde_json::json!({"upstream": name, "path": parts.uri.path(), "body_len": len, "forwarded_proto": proto, "host": host});
     let mut resp = Response::builder()
         .header("content-type", "application/json")
         .header("x-upstream", name);
