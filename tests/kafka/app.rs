@@ -5,6 +5,10 @@
 //! partition through `assign()`, that applies each record `LAG` after it was produced,
 //! then commits the next offset), and a read service (`GET /users/{id}` from the
 //! projector's model).
+//!
+//! For the tests' judgement only (the gateway ignores it): a write's answer and every
+//! read's carry `X-Record: PARTITION:OFFSET`, the record written or the record whose
+//! value is shown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +43,9 @@ pub struct App {
     pub applied: Arc<AtomicU64>,
     /// `GET`s the command service (the read route's primary) answered.
     pub primary_reads: Arc<AtomicU64>,
+    /// Writes the broker acknowledged before its high watermark covered them (the
+    /// command service waited for it: see [`wait_visible`]).
+    pub acked_early: Arc<AtomicU64>,
     shutdown: CancellationToken,
     stop_projector: Arc<AtomicBool>,
 }
@@ -112,33 +119,85 @@ struct Commands {
     producer: FutureProducer,
     written: Model,
     primary_reads: Arc<AtomicU64>,
+    /// For the high watermarks (ListOffsets), as the gateway's fence reads them.
+    watermarks: Arc<BaseConsumer>,
+    /// Records acknowledged before the broker's high watermark covered them.
+    acked_early: Arc<AtomicU64>,
 }
 
-async fn put_user(State(s): State<Commands>, Path(id): Path<String>, body: String) -> StatusCode {
+/// Waits until `topic`'s partition `partition` shows a high watermark past `offset`
+/// (at most 2 s); returns whether it had to wait.
+///
+/// Kafka answers an `acks=all` produce once the high watermark covers the record, so a
+/// ListOffsets after the acknowledgement shows it: what the `kafka_topic` fence
+/// relies on. tansu (the tests' broker) can acknowledge first, under load: then the
+/// fence reads a watermark before the record and a read is released before its write
+/// is applied (seen here: a write at offset 129 with a fence at 129). The command
+/// service waits for the watermark itself, so the tests hold tidemark to Kafka's
+/// contract and not to tansu's lag.
+fn wait_visible(watermarks: &BaseConsumer, partition: i32, offset: i64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut waited = false;
+    while std::time::Instant::now() < deadline {
+        match watermarks.fetch_watermarks(TOPIC, partition, Duration::from_millis(500)) {
+            Ok((_, high)) if high > offset => return waited,
+            _ => waited = true,
+        }
+    }
+    waited
+}
+
+/// The `X-Record` header: where a record is in the topic.
+pub const RECORD: &str = "x-record";
+
+fn record_header((partition, offset): (i32, i64)) -> [(&'static str, String); 1] {
+    [(RECORD, format!("{partition}:{offset}"))]
+}
+
+async fn put_user(
+    State(s): State<Commands>,
+    Path(id): Path<String>,
+    body: String,
+) -> Result<(StatusCode, [(&'static str, String); 1]), StatusCode> {
     let record = FutureRecord::to(TOPIC).key(&id).payload(&body);
     match s.producer.send(record, Duration::from_secs(2)).await {
         Ok(delivery) => {
             let at = (delivery.partition, delivery.offset);
+            let watermarks = s.watermarks.clone();
+            let waited = tokio::task::spawn_blocking(move || wait_visible(&watermarks, at.0, at.1))
+                .await
+                .unwrap_or(false);
+            if waited {
+                s.acked_early.fetch_add(1, Ordering::Relaxed);
+            }
             let mut w = s.written.lock().unwrap();
             let entry = w.entry(id).or_insert(((0, -1), String::new()));
             if at.1 > entry.0 .1 {
                 *entry = (at, body);
             }
-            StatusCode::NO_CONTENT
+            Ok((StatusCode::NO_CONTENT, record_header(at)))
         }
-        // The broker did not acknowledge: the client is told the write failed.
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        // The broker did not acknowledge: the client is told the write failed (the
+        // record may still be in the log: the acknowledgement, not the record, can be
+        // what was lost).
+        Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
     }
 }
 
-async fn get_user(State(model): State<Model>, Path(id): Path<String>) -> (StatusCode, String) {
+async fn get_user(
+    State(model): State<Model>,
+    Path(id): Path<String>,
+) -> Result<([(&'static str, String); 1], String), StatusCode> {
     match model.lock().unwrap().get(&id) {
-        Some((_, v)) => (StatusCode::OK, v.clone()),
-        None => (StatusCode::NOT_FOUND, String::new()),
+        Some((at, v)) => Ok((record_header(*at), v.clone())),
+        None => Err(StatusCode::NOT_FOUND),
     }
 }
 
-async fn get_written(State(s): State<Commands>, Path(id): Path<String>) -> (StatusCode, String) {
+async fn get_written(
+    State(s): State<Commands>,
+    Path(id): Path<String>,
+) -> Result<([(&'static str, String); 1], String), StatusCode> {
     s.primary_reads.fetch_add(1, Ordering::Relaxed);
     get_user(State(s.written), Path(id)).await
 }
@@ -165,6 +224,7 @@ impl App {
         let model = Model::default();
         let applied = Arc::new(AtomicU64::new(0));
         let primary_reads = Arc::new(AtomicU64::new(0));
+        let acked_early = Arc::new(AtomicU64::new(0));
         {
             let (brokers, model, applied, stop) = (
                 brokers.to_string(),
@@ -180,6 +240,15 @@ impl App {
                 producer: producer(brokers),
                 written,
                 primary_reads: primary_reads.clone(),
+                watermarks: Arc::new(
+                    ClientConfig::new()
+                        .set("bootstrap.servers", brokers)
+                        .set("isolation.level", "read_uncommitted")
+                        .set("log_level", "0")
+                        .create()
+                        .expect("watermarks client"),
+                ),
+                acked_early: acked_early.clone(),
             });
         let view = Router::new()
             .route("/users/{id}", get(get_user))
@@ -189,6 +258,7 @@ impl App {
             view: serve(view, shutdown.clone()).await,
             applied,
             primary_reads,
+            acked_early,
             shutdown,
             stop_projector,
         }
