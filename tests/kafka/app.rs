@@ -119,7 +119,8 @@ struct Commands {
     producer: FutureProducer,
     written: Model,
     primary_reads: Arc<AtomicU64>,
-    /// For the high watermarks (ListOffsets), as the gateway's fence reads them.
+    /// For the high watermarks (ListOffsets), read as the gateway's fence reads them
+    /// (librdkafka's defaults: the isolation level included).
     watermarks: Arc<BaseConsumer>,
     /// Records acknowledged before the broker's high watermark covered them.
     acked_early: Arc<AtomicU64>,
@@ -243,7 +244,6 @@ impl App {
                 watermarks: Arc::new(
                     ClientConfig::new()
                         .set("bootstrap.servers", brokers)
-                        .set("isolation.level", "read_uncommitted")
                         .set("log_level", "0")
                         .create()
                         .expect("watermarks client"),
