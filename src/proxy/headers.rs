@@ -121,7 +121,7 @@ const UPGRADE_BIT: usize = 8;
 /// per arm for most names, and no hashing.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     match name.as_str() {
-        "connection" => Some(0),
+        "connection" => Some(CONNECTION_BIT),
         "keep-alive" => Some(1),
         "proxy-connection" => Some(2),
         "proxy-authenticate" => Some(3),
@@ -129,7 +129,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "te" => Some(5),
         "trailer" => Some(6),
         "transfer-encoding" => Some(7),
-        "upgrade" => Some(8),
+        "upgrade" => Some(UPGRADE_BIT),
         _ => None,
     }
 }
